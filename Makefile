@@ -1,0 +1,55 @@
+# The course's commands. `make figures` and `make test` set up a local virtual environment (.venv) first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+DATA ?= ../shared/data/celeba-6k.zip
+RUN ?= runs/faces32
+
+.PHONY: setup figures test lab train export-model evaluate benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## Run every notebook top to bottom on the embedded model (CPU), saving outputs and regenerating figures/.
+figures: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb"; \
+		$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	done
+
+## All tests: the helpers' unit tests, then every notebook under nbval.
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(NOTEBOOKS)
+
+## Study interactively.
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks/
+
+## Train the embedded model (resumable: run it again to continue), on identities celeb_0..celeb_179 only.
+train: $(STAMP)
+	$(PY) -m helpers.train --data $(DATA) --out $(RUN) \
+		--exclude 'celeba-6k/celeb_18?/*' --exclude 'celeba-6k/celeb_19?/*' \
+		--crop-box 19,39,159,179 --steps 30000 --batch-size 32 --lr 3e-4 --bf16 --threads 2
+
+## Copy the run's EMA weights into the package and write the model card (samples, loss, evaluation, speed).
+export-model: $(STAMP)
+	$(PY) scripts/export_model.py --run $(RUN) --data $(DATA)
+
+## Held-out denoising quality of the shipped model against the best Gaussian filter.
+evaluate: $(STAMP)
+	$(PY) scripts/evaluate_model.py --data $(DATA)
+
+## Forward-pass speed of the shipped model on this machine.
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark_model.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,14 @@
+"""Helpers for the course "Diffusion models for image generation and inverse problems".
+
+Modules (import them, e.g. ``from helpers import operators``):
+
+- ``schedule``: the linear beta schedule and the timestep convention (paper eqs. 2-3)
+- ``models``: ``load_model`` and the paper's quantities ``eps``, ``score``, ``x0_hat`` (eqs. 4-6)
+- ``sampling``: the reference DDPM sampler (eqs. 6-7)
+- ``operators``: forward models A and their adjoints (eq. 8)
+- ``images``: test images, loading, range conversion, the grid plot
+- ``metrics``: PSNR, SSIM, LPIPS
+- ``checks``: ``check_close``
+- ``seeding``: ``seed_everything``
+- ``train``: training the embedded model (``python -m helpers.train``)
+"""

@@ -1,0 +1,119 @@
+"""Image quality metrics: PSNR, SSIM and LPIPS, per image.
+
+All take images in the model range [-1, 1] -- the range every tensor of the course lives in -- as
+``(3, H, W)`` or ``(B, 3, H, W)``, convert them with :func:`helpers.images.to_unit_range` (which clamps to
+[0, 1], as saving an image does) and return one value per image (a ``(B,)`` tensor on the CPU). Reductions are per image, never across the batch.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import warnings
+
+import numpy as np
+import torch
+
+from helpers.images import to_unit_range
+
+
+def _batch(x: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (3, H, W) or (B, 3, H, W); got {type(x).__name__}.")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (3, H, W) or (B, 3, H, W); got {tuple(x.shape)}.")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must contain finite values; got NaN or inf.")
+    low, high = float(x.min()), float(x.max())
+    if low < -10 or high > 10:  # noisy images leave [-1, 1] a little; [0, 255] images leave it a lot
+        raise ValueError(f"{name} must be in the model range [-1, 1] (values outside it are clamped); got values "
+                         f"in [{low:.3g}, {high:.3g}]. Convert 8-bit images with images.to_model_range(x / 255).")
+    return to_unit_range(x.detach().to("cpu", torch.float64))
+
+
+def _pair(x: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x, reference = _batch(x, "x"), _batch(reference, "reference")
+    if reference.shape[0] == 1 and x.shape[0] > 1:
+        reference = reference.expand_as(x)
+    if x.shape != reference.shape:
+        raise ValueError(f"x and reference must have the same shape (or one reference for the batch); got "
+                         f"{tuple(x.shape)} and {tuple(reference.shape)}.")
+    return x, reference
+
+
+def psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, per image, computed on [0, 1] with peak 1.
+
+    .. math:: \\mathrm{PSNR} = 10 \\log_{10} \\frac{1}{\\mathrm{MSE}}
+
+    Agrees with ``skimage.metrics.peak_signal_noise_ratio(..., data_range=1)`` on the unit-range images.
+    """
+    x, reference = _pair(x, reference)
+    mse = (x - reference).pow(2).mean(dim=(1, 2, 3))
+    return (10 * torch.log10(1.0 / mse)).float()
+
+
+def ssim(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per image (scikit-image, 7x7 window, ``data_range=1``, over the RGB channels)."""
+    from skimage.metrics import structural_similarity
+
+    x, reference = _pair(x, reference)
+    values = [structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), channel_axis=2,
+                                    data_range=1.0) for a, b in zip(x, reference)]
+    return torch.tensor(values, dtype=torch.float32)
+
+
+LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
+
+
+def _torch_hub_checkpoints() -> pathlib.Path:
+    return pathlib.Path(torch.hub.get_dir()) / "checkpoints"
+
+
+@functools.lru_cache(maxsize=1)
+def _lpips_network():
+    """The LPIPS(AlexNet) network, or ``None`` (after printing why, once) if its backbone cannot be had."""
+    import lpips as lpips_package
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            network = lpips_package.LPIPS(net="alex", verbose=False)
+    except OSError as error:  # urllib's URLError is an OSError: no network, no file in the cache
+        print(f"LPIPS is unavailable, so it is reported as NaN and SSIM is shown instead.\n"
+              f"  Missing: the ImageNet AlexNet weights that LPIPS builds on ({LPIPS_BACKBONE_FILE}, 233 MB), which "
+              f"torchvision downloads on first use; the download failed ({error}).\n"
+              f"  Fix: on a machine with internet run `python -c \"import lpips; lpips.LPIPS(net='alex')\"`, or copy "
+              f"{LPIPS_BACKBONE_FILE} into {_torch_hub_checkpoints()} (set TORCH_HOME to change it).")
+        return None
+    return network.eval().requires_grad_(False)
+
+
+def lpips_available() -> bool:
+    """True if LPIPS can be computed here (its AlexNet backbone is cached or downloadable)."""
+    return _lpips_network() is not None
+
+
+def lpips(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """LPIPS distance (AlexNet, v0.1) per image, lower is better; NaN when the backbone is unavailable.
+
+    Computed at the images' own resolution. Never from a randomly initialised backbone: if the ImageNet
+    weights are missing (offline), it prints once what is missing and where to put it, and returns NaN.
+    """
+    x, reference = _pair(x, reference)
+    network = _lpips_network()
+    if network is None:
+        return torch.full((x.shape[0],), float("nan"))
+    with torch.no_grad():
+        values = network(x.float() * 2 - 1, reference.float() * 2 - 1)  # LPIPS takes [-1, 1]
+    return values.reshape(-1).float()
+
+
+def caption(x: torch.Tensor, reference: torch.Tensor) -> str:
+    """One panel caption: ``"PSNR 27.1 dB, LPIPS 0.123"`` (``"SSIM 0.871"`` when LPIPS is unavailable)."""
+    text = f"PSNR {psnr(x, reference).item():.1f} dB"
+    if lpips_available():
+        return text + f", LPIPS {lpips(x, reference).item():.3f}"
+    return text + f", SSIM {ssim(x, reference).item():.3f}"

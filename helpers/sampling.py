@@ -1,0 +1,108 @@
+"""Reference samplers: DDPM (paper Sec. III-B), with optional timestep respacing.
+
+Notebooks write these loops out cell by cell and check their version against the one here. All
+randomness comes from the ``torch.Generator`` passed in (a CPU generator; noise is moved to the model's
+device), never from the global seed.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from helpers.models import DiffusionModel
+
+Variance = Literal["beta", "beta_tilde"]
+
+
+def respaced_timesteps(T: int, num_steps: int) -> list[int]:
+    """``num_steps`` timesteps from ``T - 1`` down to 0, evenly spaced (improved DDPM's respacing).
+
+    With ``num_steps == T`` this is ``T-1, T-2, ..., 0``: the full sampler.
+    """
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or not 1 <= num_steps <= T:
+        raise ValueError(f"num_steps must be an integer in [1, {T}]; got {num_steps!r}.")
+    return torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long().tolist()
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor | None = None,
+          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from ``generator``, then moved to ``device``."""
+    if like is not None:
+        device, dtype = like.device, like.dtype
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+def ddpm_step(model: DiffusionModel, x_t: torch.Tensor, t: int, t_prev: int, generator: torch.Generator,
+              variance: Variance = "beta", clip_x0: bool = True, x0_hat: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One reverse step from index ``t`` to ``t_prev`` (``t_prev = -1`` after the last step); returns
+    ``(x_prev, x0_hat)``.
+
+    (1) :math:`\\hat x_0` by eq. 6 (or the ``x0_hat`` given), clipped to [-1, 1] if ``clip_x0``.
+    (2) The posterior mean by eq. 7, written with :math:`\\bar\\alpha` at the two timesteps used, so that
+        respaced schedules stay correct: with :math:`\\alpha = \\bar\\alpha_t / \\bar\\alpha_{prev}` and
+        :math:`\\beta = 1 - \\alpha`,
+
+        .. math:: \\mu = \\frac{\\sqrt{\\alpha}(1-\\bar\\alpha_{prev})}{1-\\bar\\alpha_t} x_t
+                  + \\frac{\\sqrt{\\bar\\alpha_{prev}}\\,\\beta}{1-\\bar\\alpha_t} \\hat x_0
+
+        (eq. 7 has :math:`\\sqrt{\\alpha_t}` on :math:`x_t`; the paper's DDPM pseudocode prints
+        :math:`\\sqrt{\\bar\\alpha_t}`, an erratum shown in notebook 02).
+    (3) Noise only if ``t_prev >= 0`` (the paper's "z = 0 if t = 1"), with variance ``beta`` (the paper's
+        :math:`\\sigma_t^2 = \\beta_t`; diffusers' "fixed_large") or ``beta_tilde``
+        (:math:`\\tilde\\beta = \\beta (1-\\bar\\alpha_{prev})/(1-\\bar\\alpha_t)`; "fixed_small").
+
+    Deviation from the paper: ``clip_x0=True`` clips :math:`\\hat x_0` as the DDPM and DPS code do; pass
+    ``False`` for the pseudocode as printed.
+    """
+    if variance not in ("beta", "beta_tilde"):
+        raise ValueError(f"variance must be 'beta' or 'beta_tilde'; got {variance!r}.")
+    if not -1 <= t_prev < t:
+        raise ValueError(f"t_prev must satisfy -1 <= t_prev < t; got t={t}, t_prev={t_prev}.")
+    # (1) x0_hat by eq. 6
+    if x0_hat is None:
+        x0_hat = model.x0_hat(x_t, t)
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1, 1)
+    # (2) posterior mean by eq. 7, from alpha_bar at t and t_prev
+    alpha_bar_t = model.alpha_bar[t]
+    alpha_bar_prev = model.alpha_bar[t_prev] if t_prev >= 0 else torch.ones_like(alpha_bar_t)
+    alpha_t = alpha_bar_t / alpha_bar_prev
+    beta_t = 1 - alpha_t
+    coef_x_t = (alpha_t.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar_t)).to(x_t.dtype)
+    coef_x0 = (alpha_bar_prev.sqrt() * beta_t / (1 - alpha_bar_t)).to(x_t.dtype)
+    x_prev = coef_x_t * x_t + coef_x0 * x0_hat
+    # (3) noise, except at the last step
+    if t_prev >= 0:
+        sigma2 = beta_t if variance == "beta" else beta_t * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
+        x_prev = x_prev + sigma2.sqrt().to(x_t.dtype) * randn(x_t.shape, generator, like=x_t)
+    return x_prev, x0_hat
+
+
+@torch.no_grad()
+def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Generator, num_steps: int | None = None,
+                variance: Variance = "beta", clip_x0: bool = True, x_T: torch.Tensor | None = None,
+                keep: tuple[int, ...] = (), progress: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Unconditional DDPM sampling (paper Sec. III-B pseudocode, with the corrected eq. 7).
+
+    Starts from :math:`x_T \\sim \\mathcal{N}(0, I)` (or ``x_T``) and runs :func:`ddpm_step` over
+    :func:`respaced_timesteps` (``num_steps=None``: all ``T`` steps). Returns ``(x_0, kept)`` where
+    ``kept[t]`` is :math:`x_t` for each ``t`` in ``keep`` that the schedule visits (``-1`` is the output).
+    """
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}.")
+    timesteps = respaced_timesteps(model.T, num_steps or model.T)
+    shape = (num_samples, 3, model.image_size, model.image_size)
+    x_t = randn(shape, generator, device=model.device) if x_T is None else x_T.to(model.device)
+    kept = {}
+    bar = tqdm(timesteps, desc=f"DDPM ({len(timesteps)} steps)", disable=not progress, leave=False)
+    for i, t in enumerate(bar):
+        if t in keep:
+            kept[t] = x_t.cpu()
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x_t, _ = ddpm_step(model, x_t, t, t_prev, generator, variance=variance, clip_x0=clip_x0)
+    if -1 in keep:
+        kept[-1] = x_t.cpu()
+    return x_t, kept

@@ -1,0 +1,265 @@
+"""Train the course's small face diffusion model (epsilon-prediction, linear betas, T = 1000).
+
+Usage (the embedded model was made with ``make train``, which runs exactly this)::
+
+    python -m helpers.train --data ../shared/data/celeba-6k.zip --out runs/faces32 \\
+        --exclude 'celeba-6k/celeb_18?/*' --exclude 'celeba-6k/celeb_19?/*' \\
+        --crop-box 19,39,159,179 --steps 6000
+
+``--data`` is any folder or zip of images. The run writes, under ``--out``:
+
+- ``checkpoint.pt``: model, EMA, optimiser, step and random state; a run started again with the same
+  ``--out`` resumes from it (written atomically every ``--checkpoint-every`` steps);
+- ``loss.csv``: step, loss, learning rate and wall time of every logged step;
+- ``ema/``: the EMA weights in diffusers format (``config.json`` + safetensors), the model to ship.
+
+The loss is the "simple" DDPM objective :math:`\\| \\epsilon - \\epsilon_\\theta(\\sqrt{\\bar\\alpha_t} x_0 +
+\\sqrt{1-\\bar\\alpha_t} \\epsilon, t) \\|^2` with t uniform (paper eq. 3 gives x_t).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import io
+import json
+import math
+import os
+import pathlib
+import shutil
+import time
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from helpers.schedule import linear_schedule
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+# The embedded model's architecture: about 3.9 M parameters, 32 x 32 RGB, self-attention at 8 x 8.
+UNET_CONFIG = dict(
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=2,
+    block_out_channels=(32, 64, 128),
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=16,
+    attention_head_dim=32,
+)
+
+
+def list_images(source: str | os.PathLike, include: list[str] | None = None,
+                exclude: list[str] | None = None) -> list[str]:
+    """Relative paths (zip members or files below a folder) of the images in ``source``, sorted.
+
+    ``include``/``exclude`` are fnmatch patterns on those paths (e.g. ``'celeba-6k/celeb_19?/*'``).
+    """
+    source = pathlib.Path(source)
+    if zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as z:
+            names = z.namelist()
+    elif source.is_dir():
+        names = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
+    else:
+        raise FileNotFoundError(f"data must be a folder or a zip file of images; got {str(source)!r}, "
+                                f"which is neither.")
+    names = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
+    if include:
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in include)]
+    if exclude:
+        names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in exclude)]
+    if not names:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(source)!r} after include={include} "
+                         f"and exclude={exclude}.")
+    return sorted(names)
+
+
+def read_images(source: str | os.PathLike, names: list[str], size: int,
+                crop_box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Read ``names`` from ``source`` into a uint8 tensor ``(N, 3, size, size)``.
+
+    Each image is converted to RGB, cropped to ``crop_box`` (left, top, right, bottom) if given, else to
+    its centred square, then resized with Lanczos filtering.
+    """
+    source = pathlib.Path(source)
+    archive = zipfile.ZipFile(source) if zipfile.is_zipfile(source) else None
+    out = torch.empty(len(names), 3, size, size, dtype=torch.uint8)
+    try:
+        for i, name in enumerate(names):
+            data = archive.read(name) if archive else (source / name).read_bytes()
+            with Image.open(io.BytesIO(data)) as image:
+                image = image.convert("RGB")
+                if crop_box is None:
+                    w, h = image.size
+                    s = min(w, h)
+                    crop = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+                else:
+                    crop = crop_box
+                image = image.crop(crop).resize((size, size), Image.LANCZOS)
+                out[i] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+    finally:
+        if archive:
+            archive.close()
+    return out
+
+
+def _atomic_save(obj, path: pathlib.Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: int = 64, lr: float = 4e-4,
+          warmup: int = 200, ema_decay: float = 0.999, checkpoint_every: int = 250, log_every: int = 10,
+          include: list[str] | None = None, exclude: list[str] | None = None,
+          crop_box: tuple[int, int, int, int] | None = None, seed: int = 0, bf16: bool = False,
+          unet_config: dict | None = None, threads: int | None = None) -> pathlib.Path:
+    """Train (or resume) a UNet2DModel on the images of ``data``; return the folder of the EMA weights."""
+    from diffusers import UNet2DModel
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    if steps < 1 or batch_size < 1 or warmup < 1:
+        raise ValueError(f"steps, batch_size and warmup must be >= 1; got steps={steps}, batch_size={batch_size}, "
+                         f"warmup={warmup}.")
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = pathlib.Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(UNET_CONFIG if unet_config is None else unet_config, sample_size=size)
+
+    names = list_images(data, include, exclude)
+    print(f"reading {len(names)} images from {data} at {size}x{size} ...", flush=True)
+    images = read_images(data, names, size, crop_box)
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = UNet2DModel(**config)
+    ema = EMAModel(model.parameters(), decay=ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = linear_schedule()
+    sqrt_alpha_bar = schedule.alpha_bar.sqrt().float()
+    sqrt_one_minus_alpha_bar = (1 - schedule.alpha_bar).sqrt().float()
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    step, wall = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["config"] != config:
+            raise ValueError(f"{ckpt_path} was trained with config {state['config']}, not {config}; "
+                             f"use another --out or the same settings.")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, wall = state["step"], state["wall"]
+        print(f"resuming from {ckpt_path} at step {step}", flush=True)
+    (out_dir / "train_args.json").write_text(json.dumps(dict(
+        data=str(data), n_images=len(names), size=size, steps=steps, batch_size=batch_size, lr=lr,
+        warmup=warmup, ema_decay=ema_decay, include=include, exclude=exclude, crop_box=crop_box, seed=seed,
+        bf16=bf16, config=config), indent=2))
+
+    def save_checkpoint() -> None:
+        _atomic_save(dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=optimizer.state_dict(),
+                          generator=generator.get_state(), step=step, wall=wall, config=config), ckpt_path)
+        ema_model = UNet2DModel(**config)
+        ema.copy_to(ema_model.parameters())
+        tmp_dir = out_dir / "ema.tmp"
+        ema_model.save_pretrained(tmp_dir)
+        if (out_dir / "ema").exists():
+            os.replace(out_dir / "ema", out_dir / "ema.old")
+        os.replace(tmp_dir, out_dir / "ema")
+        if (out_dir / "ema.old").exists():
+            shutil.rmtree(out_dir / "ema.old")
+
+    log_path = out_dir / "loss.csv"
+    if log_path.exists():  # drop rows logged after the checkpoint we resume from (they will be redone)
+        with open(log_path) as f:
+            rows = [r for r in csv.reader(f)]
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerows(r for r in rows if not r[0].isdigit() or int(r[0]) <= step)
+    new_log = not log_path.exists()
+    model.train()
+    with open(log_path, "a", newline="") as log_file, tqdm(total=steps, initial=step, desc="train") as bar:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "loss", "lr", "wall_s"])
+        running = None
+        while step < steps:
+            t0 = time.perf_counter()
+            idx = torch.randint(0, len(images), (batch_size,), generator=generator)
+            x0 = images[idx].float() / 127.5 - 1.0
+            flip = torch.rand(batch_size, generator=generator) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            t = torch.randint(0, schedule.T, (batch_size,), generator=generator)
+            eps = torch.randn(x0.shape, generator=generator)
+            x_t = sqrt_alpha_bar[t, None, None, None] * x0 + sqrt_one_minus_alpha_bar[t, None, None, None] * eps
+            lr_now = lr * min(1.0, (step + 1) / warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                eps_hat = model(x_t, t).sample
+            loss = F.mse_loss(eps_hat.float(), eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            ema.step(model.parameters())
+            step += 1
+            wall += time.perf_counter() - t0
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+            if step % log_every == 0:
+                log.writerow([step, f"{loss.item():.5f}", f"{lr_now:.2e}", f"{wall:.1f}"])
+                log_file.flush()
+            if step % checkpoint_every == 0 or step == steps:
+                save_checkpoint()
+    return out_dir / "ema"
+
+
+def _parse_box(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"--crop-box takes left,top,right,bottom in pixels; got {text!r}")
+    left, top, right, bottom = (int(p) for p in parts)
+    if right <= left or bottom <= top:
+        raise argparse.ArgumentTypeError(f"--crop-box needs right > left and bottom > top; got {text!r}")
+    return left, top, right, bottom
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="folder or zip of images")
+    parser.add_argument("--out", required=True, help="run folder (resumes if it holds checkpoint.pt)")
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--include", action="append", help="fnmatch pattern of paths to use (repeatable)")
+    parser.add_argument("--exclude", action="append", help="fnmatch pattern of paths to skip (repeatable)")
+    parser.add_argument("--crop-box", type=_parse_box, default=None, help="left,top,right,bottom; default: "
+                        "centred square")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the U-Net (fast on CPUs "
+                        "with AMX/AVX512-BF16)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    ema_dir = train(args.data, args.out, size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                    warmup=args.warmup, ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
+                    log_every=args.log_every, include=args.include, exclude=args.exclude,
+                    crop_box=args.crop_box, seed=args.seed, bf16=args.bf16, threads=args.threads)
+    print(f"EMA weights: {ema_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""PSNR, SSIM and LPIPS per image, against scikit-image; LPIPS degrades to NaN offline."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+from helpers import metrics
+from helpers.images import to_unit_range
+
+
+def random_pair(batch=3, size=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    reference = torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+    x = (reference + 0.2 * torch.randn(reference.shape, generator=generator)).clamp(-1, 1)
+    return x, reference
+
+
+def test_psnr_matches_skimage_on_unit_range_images():
+    x, reference = random_pair()
+    ours = metrics.psnr(x, reference)
+    for i in range(len(x)):
+        expected = peak_signal_noise_ratio(to_unit_range(reference[i]).double().numpy(),
+                                           to_unit_range(x[i]).double().numpy(), data_range=1)
+        assert abs(ours[i].item() - expected) < 1e-4
+
+
+@pytest.mark.parametrize("metric", [metrics.psnr, metrics.ssim, metrics.lpips], ids=lambda f: f.__name__)
+def test_batch_results_are_the_single_image_results(metric):
+    x, reference = random_pair()
+    batch = metric(x, reference)
+    assert batch.shape == (3,)
+    singles = torch.cat([metric(x[i], reference[i]) for i in range(3)])
+    torch.testing.assert_close(batch, singles, equal_nan=True)
+    # one reference for the whole batch
+    torch.testing.assert_close(metric(x, reference[:1]), torch.cat([metric(xi, reference[0]) for xi in x]),
+                               equal_nan=True)
+
+
+def test_ssim_is_in_minus_one_one_and_one_for_identical_images():
+    x, reference = random_pair()
+    values = metrics.ssim(x, reference)
+    assert ((values >= -1) & (values <= 1)).all()
+    torch.testing.assert_close(metrics.ssim(reference, reference), torch.ones(3))
+
+
+def test_lpips_is_nan_when_unavailable_and_finite_otherwise():
+    x, reference = random_pair()
+    values = metrics.lpips(x, reference)
+    assert values.shape == (3,)
+    if metrics.lpips_available():
+        assert torch.isfinite(values).all()
+    else:
+        assert torch.isnan(values).all()
+
+
+def test_caption_names_psnr_and_a_second_metric():
+    x, reference = random_pair(batch=1)
+    text = metrics.caption(x, reference)
+    assert isinstance(text, str)
+    assert text.startswith(f"PSNR {metrics.psnr(x, reference).item():.1f} dB")
+    assert ("LPIPS" in text) if metrics.lpips_available() else ("SSIM" in text)
+
+
+# ---- bad inputs ----
+
+@pytest.mark.parametrize("shape", [(16, 16), (1, 1, 16, 16), (1, 4, 16, 16), (1, 1, 3, 16, 16)])
+def test_psnr_rejects_wrong_shapes(shape):
+    with pytest.raises(ValueError, match=r"x must have shape \(3, H, W\) or \(B, 3, H, W\)"):
+        metrics.psnr(torch.zeros(shape), torch.zeros(1, 3, 16, 16))
+
+
+def test_psnr_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="x and reference must have the same shape"):
+        metrics.psnr(torch.zeros(2, 3, 16, 16), torch.zeros(3, 3, 16, 16))
+
+
+def test_psnr_rejects_images_outside_the_model_range():
+    with pytest.raises(ValueError, match=r"reference must be in the model range \[-1, 1\].*to_model_range"):
+        metrics.psnr(torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 255.0))

@@ -1,0 +1,165 @@
+"""DiffusionModel: eps, score and x0_hat (paper eqs. 4-6); loading, verifying and refusing bad checkpoints."""
+import shutil
+import types
+
+import pytest
+import torch
+
+from helpers import models
+from helpers.models import EMBEDDED_MODEL_DIR, WEIGHTS_FILE, DiffusionModel, load_model_from_folder
+from helpers.schedule import linear_schedule
+
+
+def x_t_batch(batch=2, size=8, seed=0, dtype=torch.float32):
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+class OracleUNet(torch.nn.Module):
+    """Stands in for a U-Net that predicts the true noise exactly (float64)."""
+
+    def __init__(self, eps):
+        super().__init__()
+        self.eps = eps
+        self.dtype_anchor = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x_t, t):
+        return types.SimpleNamespace(sample=self.eps)
+
+
+@pytest.fixture
+def copied_unet_dir(tiny_unet_dir, tmp_path):
+    return shutil.copytree(tiny_unet_dir, tmp_path / "unet")
+
+
+def test_round_trip_eps_is_the_saved_unets_output(tiny_unet, tiny_model):
+    x_t = x_t_batch()
+    for t in (0, 500, 999):
+        expected = tiny_unet(x_t, torch.full((2,), t)).sample
+        assert torch.equal(tiny_model.eps(x_t, t), expected)
+    assert tiny_model.image_size == 8 and tiny_model.T == 1000
+    assert torch.equal(tiny_model.alpha_bar, linear_schedule().alpha_bar)
+
+
+def test_eps_accepts_one_timestep_per_image(tiny_model):
+    x_t = x_t_batch()
+    per_image = tiny_model.eps(x_t, torch.tensor([10, 900]))
+    torch.testing.assert_close(per_image[:1], tiny_model.eps(x_t[:1], 10))
+    torch.testing.assert_close(per_image[1:], tiny_model.eps(x_t[1:], 900))
+
+
+@pytest.mark.parametrize("t", [0, 123, 999])
+def test_score_and_x0_hat_follow_eq_6(tiny_model, t):
+    x_t = x_t_batch()
+    alpha_bar = tiny_model.alpha_bar[t]  # float64: 1 - alpha_bar[0] = 1e-4 loses digits in float32
+    score = tiny_model.score(x_t, t)
+    torch.testing.assert_close(score, -tiny_model.eps(x_t, t) / (1 - alpha_bar).sqrt().float())
+    torch.testing.assert_close(tiny_model.x0_hat(x_t, t),
+                               (x_t + (1 - alpha_bar).float() * score) / alpha_bar.sqrt().float())
+
+
+@pytest.mark.parametrize("t", [0, 1, 250, 999])
+def test_x0_hat_recovers_x0_when_eps_is_the_true_noise(t):
+    x0, eps = x_t_batch(seed=1, dtype=torch.float64), x_t_batch(seed=2, dtype=torch.float64)
+    schedule = linear_schedule()
+    x_t = schedule.alpha_bar[t].sqrt() * x0 + (1 - schedule.alpha_bar[t]).sqrt() * eps  # eq. 3
+    oracle = DiffusionModel(name="oracle", unet=OracleUNet(eps), schedule=schedule, image_size=8,
+                            device=torch.device("cpu"))
+    torch.testing.assert_close(oracle.x0_hat(x_t, t), x0, rtol=0, atol=1e-10)
+
+
+def test_corrupt_weights_are_refused(copied_unet_dir):
+    weights = copied_unet_dir / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-10:] = bytes(255 - b for b in data[-10:])
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="corrupt"):
+        load_model_from_folder(copied_unet_dir, device="cpu")
+
+
+def test_truncated_weights_are_refused(copied_unet_dir):
+    weights = copied_unet_dir / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(RuntimeError, match="corrupt"):
+        load_model_from_folder(copied_unet_dir, device="cpu")
+
+
+def test_unreadable_weights_without_checksum_are_refused(copied_unet_dir):
+    (copied_unet_dir / models.CHECKSUM_FILE).unlink()
+    weights = copied_unet_dir / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(RuntimeError, match="could not load"):
+        load_model_from_folder(copied_unet_dir, device="cpu")
+
+
+def test_weights_missing_a_tensor_are_refused_not_filled_in(copied_unet_dir):
+    from safetensors.torch import load_file, save_file
+
+    weights = copied_unet_dir / WEIGHTS_FILE
+    state = load_file(weights)
+    del state["conv_in.bias"]
+    save_file(state, weights)
+    models.write_checksum(copied_unet_dir)
+    with pytest.raises(RuntimeError, match="conv_in.bias"):
+        load_model_from_folder(copied_unet_dir, device="cpu")
+
+
+@pytest.mark.parametrize("missing", ["config.json", WEIGHTS_FILE])
+def test_missing_file_raises_file_not_found_naming_it(copied_unet_dir, missing):
+    (copied_unet_dir / missing).unlink()
+    with pytest.raises(FileNotFoundError, match=missing):
+        load_model_from_folder(copied_unet_dir, device="cpu")
+
+
+@pytest.mark.skipif(not EMBEDDED_MODEL_DIR.exists(), reason=f"embedded weights not built yet: {EMBEDDED_MODEL_DIR} "
+                    f"is absent (make train writes it)")
+def test_embedded_model_loads_and_predicts(device):
+    model = models.load_model("faces", device=device)
+    assert model.name == "faces" and model.device == device
+    x_t = x_t_batch(size=model.image_size)
+    eps = model.eps(x_t, 500)
+    assert eps.shape == x_t.shape and torch.isfinite(eps).all()
+
+
+def test_pick_device_auto_and_cpu():
+    assert isinstance(models.pick_device("auto"), torch.device)
+    assert models.pick_device("cpu") == torch.device("cpu")
+    assert models.pick_device(torch.device("cpu")) == torch.device("cpu")
+
+
+# ---- bad inputs ----
+
+@pytest.mark.parametrize("name", ["nope", "FACES", ""])
+def test_unknown_model_name_lists_the_allowed_names(name):
+    with pytest.raises(ValueError, match=r"name must be one of \['auto', 'faces'\]"):
+        models.load_model(name, device="cpu")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "banana", ""])
+def test_bad_device_string_lists_the_allowed_devices(device):
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+        models.pick_device(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_cuda_without_a_gpu_is_an_environment_error():
+    with pytest.raises(RuntimeError, match="no CUDA GPU is available"):
+        models.pick_device("cuda")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (2, 1, 8, 8), (3, 8, 8), (2, 4, 8, 8)])
+def test_eps_rejects_wrong_shape_or_channels(tiny_model, shape):
+    with pytest.raises(ValueError, match=r"x_t must have shape \(B, 3, 8, 8\)"):
+        tiny_model.eps(torch.zeros(shape), 0)
+
+
+def test_eps_rejects_integer_images(tiny_model):
+    with pytest.raises(ValueError, match="x_t must be a floating-point tensor"):
+        tiny_model.eps(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 0)
+
+
+@pytest.mark.parametrize("method", ["eps", "score", "x0_hat"])
+@pytest.mark.parametrize("t, match", [(-1, r"t must be in \[0, 1000\)"), (1000, r"t must be in \[0, 1000\)"),
+                                      (2.5, r"t must be an integer timestep in \[0, 1000\)")])
+def test_model_rejects_timesteps_outside_the_schedule(tiny_model, method, t, match):
+    with pytest.raises(ValueError, match=match):
+        getattr(tiny_model, method)(torch.zeros(1, 3, 8, 8), t)

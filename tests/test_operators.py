@@ -1,0 +1,162 @@
+"""Forward operators A (paper eq. 8): exact adjoints, fixed parameters, measurements, bad inputs."""
+import pytest
+import torch
+
+from helpers.operators import GaussianBlur, box_inpainting, random_inpainting
+
+SIZES = [8, 17, 32, 64]
+OPERATORS = {
+    "box": lambda size: box_inpainting(size, size // 2),
+    "box_corner": lambda size: box_inpainting(size, 3, top=0, left=size - 3),
+    "random": lambda size: random_inpainting(size, 0.3, seed=1),
+    "blur_7_1.0": lambda size: GaussianBlur(7, 1.0),
+    "blur_3_0.5": lambda size: GaussianBlur(3, 0.5),
+    "blur_5_2.0": lambda size: GaussianBlur(5, 2.0),
+}
+
+
+def randn(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("make", OPERATORS.values(), ids=OPERATORS.keys())
+def test_adjoint_satisfies_inner_product_identity(make, size):
+    op = make(size)
+    x, y = randn(2, 3, size, size, seed=1), randn(2, 3, size, size, seed=2)
+    lhs = (op.A(x) * y).sum()
+    rhs = (x * op.A_adjoint(y)).sum()
+    assert (lhs - rhs).abs() / lhs.abs() < 1e-5
+
+
+@pytest.mark.parametrize("make", OPERATORS.values(), ids=OPERATORS.keys())
+def test_calling_an_operator_changes_nothing(make):
+    op = make(16)
+    before = op.mask.clone() if hasattr(op, "mask") else op.kernel(torch.float64).clone()
+    x = randn(1, 3, 16, 16)
+    first = op.A(x)
+    op.A_adjoint(x)
+    op.measure(x, 0.1, torch.Generator().manual_seed(0))
+    after = op.mask if hasattr(op, "mask") else op.kernel(torch.float64)
+    assert torch.equal(before, after)
+    assert torch.equal(op.A(x), first)
+
+
+def test_random_inpainting_mask_is_shared_by_channels_and_reproducible_by_seed():
+    op = random_inpainting(32, 0.5, seed=3)
+    assert op.mask.shape == (1, 1, 32, 32)
+    ones = op.A(torch.ones(1, 3, 32, 32))
+    assert torch.equal(ones[:, 0], ones[:, 1]) and torch.equal(ones[:, 0], ones[:, 2])
+    assert torch.equal(op.mask, random_inpainting(32, 0.5, seed=3).mask)
+    assert not torch.equal(op.mask, random_inpainting(32, 0.5, seed=4).mask)
+
+
+@pytest.mark.parametrize("drop_fraction", [0.0, 0.3, 0.9])
+def test_random_inpainting_drops_about_drop_fraction(drop_fraction):
+    n = 64 * 64
+    dropped = 1 - random_inpainting(64, drop_fraction, seed=0).mask.mean().item()
+    standard_error = (drop_fraction * (1 - drop_fraction) / n) ** 0.5
+    assert abs(dropped - drop_fraction) <= 5 * standard_error
+
+
+def test_box_inpainting_hides_a_centred_box_by_default():
+    mask = box_inpainting(8, 4).mask[0, 0]
+    assert mask.sum() == 64 - 16
+    assert (mask[2:6, 2:6] == 0).all()
+
+
+@pytest.mark.parametrize("blur", [GaussianBlur(7, 1.0), GaussianBlur(3, 0.5), GaussianBlur(9, 3.0)], ids=str)
+def test_gaussian_kernel_sums_to_one_and_is_symmetric(blur):
+    k = blur.kernel(torch.float64)
+    assert k.shape == (blur.kernel_size, blur.kernel_size)
+    assert k.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert torch.equal(k, k.T) and torch.equal(k, k.flip(0))
+
+
+def test_blur_of_a_constant_image_is_that_constant():
+    x = torch.full((1, 3, 16, 16), 0.37, dtype=torch.float64)
+    torch.testing.assert_close(GaussianBlur(7, 2.0).A(x), x, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", OPERATORS.values(), ids=OPERATORS.keys())
+def test_noiseless_measurement_equals_A_and_noisy_one_is_reproducible(make):
+    op = make(16)
+    x = randn(2, 3, 16, 16)
+    assert torch.equal(op.measure(x, 0, torch.Generator().manual_seed(0)), op.A(x))
+    y1 = op.measure(x, 0.05, torch.Generator().manual_seed(5))
+    y2 = op.measure(x, 0.05, torch.Generator().manual_seed(5))
+    assert torch.equal(y1, y2)
+    assert not torch.equal(y1, op.A(x))
+
+
+def test_blur_measurement_noise_has_std_sigma_y():
+    x = torch.zeros(4, 3, 32, 32, dtype=torch.float64)
+    y = GaussianBlur(7, 1.0).measure(x, 0.1, torch.Generator().manual_seed(0))
+    assert y.std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_inpainting_measurement_leaves_missing_pixels_at_zero():
+    op = random_inpainting(16, 0.5, seed=0)
+    y = op.measure(randn(2, 3, 16, 16), 0.5, torch.Generator().manual_seed(0))
+    missing = (op.mask == 0).expand_as(y)
+    assert missing.any()
+    assert (y[missing] == 0).all()
+    assert (y[~missing] != 0).all()
+
+
+# ---- bad inputs: ValueError naming the parameter and what is allowed ----
+
+@pytest.mark.parametrize("make", OPERATORS.values(), ids=OPERATORS.keys())
+@pytest.mark.parametrize("shape", [(1, 1, 16, 16), (3, 16, 16), (1, 4, 16, 16)])
+def test_A_rejects_wrong_shape_or_channels(make, shape):
+    op = make(16)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\)"):
+        op.A(torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"y must have shape \(B, 3, H, W\)"):
+        op.A_adjoint(torch.zeros(shape))
+
+
+def test_inpainting_rejects_an_image_of_another_size():
+    with pytest.raises(ValueError, match="x must be 16x16 pixels"):
+        box_inpainting(16, 4).A(torch.zeros(1, 3, 8, 8))
+
+
+def test_blur_rejects_a_kernel_too_large_for_the_image():
+    with pytest.raises(ValueError, match="kernel_size=9 is too large"):
+        GaussianBlur(9, 1.0).A(torch.zeros(1, 3, 4, 4))
+
+
+def test_box_larger_than_image_is_rejected():
+    with pytest.raises(ValueError, match="box_size must be between 1 and image_size=8"):
+        box_inpainting(8, 9)
+
+
+@pytest.mark.parametrize("name, kwargs", [("top", dict(top=5)), ("left", dict(left=-1)), ("top", dict(top=1.5))])
+def test_box_position_that_does_not_fit_is_rejected(name, kwargs):
+    with pytest.raises(ValueError, match=rf"{name} must be an integer in \[0, 4\]"):
+        box_inpainting(8, 4, **kwargs)
+
+
+@pytest.mark.parametrize("drop_fraction", [1.0, -0.1, 1.5, float("nan")])
+def test_drop_fraction_outside_0_1_is_rejected(drop_fraction):
+    with pytest.raises(ValueError, match=r"drop_fraction must be in \[0, 1\)"):
+        random_inpainting(8, drop_fraction)
+
+
+@pytest.mark.parametrize("op", [box_inpainting(8, 2), GaussianBlur(3, 1.0)], ids=["inpainting", "blur"])
+@pytest.mark.parametrize("sigma_y", [-0.1, float("nan"), "0.1"])
+def test_negative_or_non_numeric_sigma_y_is_rejected(op, sigma_y):
+    with pytest.raises(ValueError, match="sigma_y must be a number >= 0"):
+        op.measure(torch.zeros(1, 3, 8, 8), sigma_y, torch.Generator())
+
+
+@pytest.mark.parametrize("kernel_size", [4, 0, -3, 2.0])
+def test_even_or_non_positive_kernel_size_is_rejected(kernel_size):
+    with pytest.raises(ValueError, match="kernel_size must be an odd positive integer"):
+        GaussianBlur(kernel_size, 1.0)
+
+
+@pytest.mark.parametrize("sigma", [0, -1.0, float("nan")])
+def test_non_positive_sigma_is_rejected(sigma):
+    with pytest.raises(ValueError, match="sigma must be a positive number"):
+        GaussianBlur(7, sigma)

@@ -1,0 +1,100 @@
+"""Training the course model: a tiny run writes its files and resumes; image listing with patterns."""
+import csv
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers.models import load_model_from_folder
+from helpers.train import list_images, read_images, train
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(folder / f"face_{i}.png")
+    return folder
+
+
+def loss_steps(run):
+    with open(run / "loss.csv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def test_tiny_training_run_writes_its_files_and_resumes(image_folder, tmp_path, tiny_unet_config, capsys):
+    run = tmp_path / "run"
+    settings = dict(size=8, batch_size=2, checkpoint_every=2, log_every=1, warmup=2, unet_config=tiny_unet_config)
+    ema_dir = train(str(image_folder), str(run), steps=3, **settings)
+    assert ema_dir == run / "ema"
+    assert (run / "checkpoint.pt").is_file() and (run / "loss.csv").is_file() and (run / "ema").is_dir()
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert loss_steps(run) == [1, 2, 3]
+    capsys.readouterr()
+
+    train(str(image_folder), str(run), steps=5, **settings)
+    assert "resuming from" in capsys.readouterr().out
+    assert loss_steps(run) == [1, 2, 3, 4, 5]
+    model = load_model_from_folder(run / "ema", device="cpu")
+    assert model.image_size == 8
+    x_t = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(model.eps(x_t, 10)).all()
+
+
+def test_resuming_with_another_architecture_is_refused(image_folder, tmp_path, tiny_unet_config):
+    run = tmp_path / "run"
+    train(str(image_folder), str(run), size=8, steps=1, batch_size=2, unet_config=tiny_unet_config)
+    other = dict(tiny_unet_config, layers_per_block=2)
+    with pytest.raises(ValueError, match="checkpoint.pt was trained with config"):
+        train(str(image_folder), str(run), size=8, steps=2, batch_size=2, unet_config=other)
+
+
+@pytest.fixture
+def image_zip(tmp_path):
+    path = tmp_path / "data.zip"
+    png = tmp_path / "x.png"
+    Image.fromarray(np.zeros((6, 4, 3), dtype=np.uint8)).save(png)
+    with zipfile.ZipFile(path, "w") as z:
+        for name in ("set/a/1.png", "set/a/2.PNG", "set/b/3.png", "set/c/4.png"):
+            z.write(png, name)
+        z.writestr("set/README.txt", "not an image")
+    return path
+
+
+def test_list_images_in_a_zip_with_include_and_exclude(image_zip):
+    assert list_images(image_zip) == ["set/a/1.png", "set/a/2.PNG", "set/b/3.png", "set/c/4.png"]
+    assert list_images(image_zip, include=["set/a/*"]) == ["set/a/1.png", "set/a/2.PNG"]
+    assert list_images(image_zip, exclude=["set/a/*", "set/c/*"]) == ["set/b/3.png"]
+    assert list_images(image_zip, include=["set/?/*"], exclude=["*/b/*"]) == ["set/a/1.png", "set/a/2.PNG",
+                                                                              "set/c/4.png"]
+
+
+def test_read_images_centre_crops_and_resizes(image_zip):
+    images = read_images(image_zip, ["set/a/1.png", "set/b/3.png"], size=4)
+    assert images.shape == (2, 3, 4, 4) and images.dtype == torch.uint8
+
+
+def test_folder_without_images_is_an_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match=r"no images \(.png, .jpg"):
+        list_images(tmp_path)
+
+
+def test_patterns_that_exclude_everything_are_an_error(image_zip):
+    with pytest.raises(ValueError, match="no images .* after include=.* and exclude="):
+        list_images(image_zip, exclude=["*"])
+
+
+def test_missing_data_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data must be a folder or a zip file"):
+        list_images(tmp_path / "nowhere.zip")
+
+
+@pytest.mark.parametrize("kwargs", [dict(steps=0), dict(batch_size=0), dict(warmup=0)])
+def test_non_positive_steps_batch_size_or_warmup_are_rejected(image_folder, tmp_path, kwargs):
+    with pytest.raises(ValueError, match="steps, batch_size and warmup must be >= 1"):
+        train(str(image_folder), str(tmp_path / "run"), **kwargs)
