@@ -170,9 +170,7 @@ def load_unet_folder(folder: str | pathlib.Path, device: torch.device) -> torch.
 
 
 def _load_faces(device: torch.device) -> DiffusionModel:
-    unet = load_unet_folder(EMBEDDED_MODEL_DIR, device)
-    return DiffusionModel(name="faces", unet=unet, schedule=linear_schedule(device=device),
-                          image_size=int(unet.config.sample_size), device=device)
+    return load_model_from_folder(EMBEDDED_MODEL_DIR, name="faces", device=device)
 
 
 # The registry: model name -> function that loads it (paper-scale 256 x 256 models join later).

@@ -32,8 +32,6 @@ class Schedule:
     def T(self) -> int:
         return int(self.beta.shape[0])
 
-    def to(self, device: torch.device | str) -> "Schedule":
-        return Schedule(self.beta.to(device), self.alpha.to(device), self.alpha_bar.to(device))
 
 
 def linear_schedule(T: int = T, beta_start: float = BETA_START, beta_end: float = BETA_END,
@@ -42,18 +40,20 @@ def linear_schedule(T: int = T, beta_start: float = BETA_START, beta_end: float 
 
     .. math:: \\alpha_t = 1 - \\beta_t, \\qquad \\bar\\alpha_t = \\prod_{i=1}^{t} \\alpha_i
 
-    Reference: paper eq. 3; notebook 01. Computed in float64 so that identities can be checked to
-    float precision; functions that use it cast to the dtype of the image.
+    Reference: paper eq. 3; notebook 01. Stored in float64 (float32 on Apple's MPS, which lacks float64) so that
+    identities can be checked to float precision; functions that use it cast to the dtype of the image.
     """
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T must be a positive integer number of steps; got {T!r}.")
     if not 0 < beta_start <= beta_end < 1:
         raise ValueError(f"betas must satisfy 0 < beta_start <= beta_end < 1; got beta_start={beta_start}, "
                          f"beta_end={beta_end}.")
-    beta = torch.linspace(beta_start, beta_end, T, dtype=torch.float64, device=device)
+    beta = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
     alpha = 1.0 - beta
     alpha_bar = torch.cumprod(alpha, dim=0)
-    return Schedule(beta=beta, alpha=alpha, alpha_bar=alpha_bar)
+    # Apple's MPS has no float64: there the schedule is stored in float32 (computed in float64 first).
+    dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+    return Schedule(beta=beta.to(device, dtype), alpha=alpha.to(device, dtype), alpha_bar=alpha_bar.to(device, dtype))
 
 
 def check_timestep(t: int | torch.Tensor, T: int, batch: int | None = None) -> torch.Tensor:
@@ -76,3 +76,18 @@ def check_timestep(t: int | torch.Tensor, T: int, batch: int | None = None) -> t
     if batch is not None:
         t_tensor = t_tensor.reshape(-1).expand(batch) if t_tensor.ndim else t_tensor.expand(batch)
     return t_tensor
+
+
+def add_noise(x0: torch.Tensor, z: torch.Tensor, t: int | torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    r"""Sample :math:`x_t` from :math:`x_0` in one shot, by the closed form of the forward process.
+
+    .. math:: x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, z, \qquad z \sim \mathcal{N}(0, I)
+
+    Reference: paper eq. 3; notebook 01. ``x0`` and ``z``: ``(B, 3, H, W)``; ``t``: int or ``(B,)`` in
+    ``[0, T)``; ``alpha_bar``: the schedule's ``(T,)`` tensor. Returns a tensor of ``x0``'s dtype.
+    """
+    if x0.shape != z.shape:
+        raise ValueError(f"x0 and z must have the same shape; got {tuple(x0.shape)} and {tuple(z.shape)}.")
+    t = check_timestep(t, alpha_bar.shape[0], batch=x0.shape[0] if x0.ndim == 4 else None).to(alpha_bar.device)
+    alpha_bar_t = alpha_bar[t].to(device=x0.device, dtype=x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * z

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from helpers import metrics, models, operators, train
+from helpers import metrics, models, operators, schedule, train
 
 HELD_OUT = ["celeba-6k/celeb_18?/*", "celeba-6k/celeb_19?/*"]
 CELEBA_CROP = (19, 39, 159, 179)
@@ -50,8 +50,7 @@ def evaluate(model: models.DiffusionModel, x0_all: torch.Tensor, seed: int = 0, 
         noisy_psnr, filter_psnr, filter_sigma, model_psnr = [], [], [], []
         for start in range(0, len(x0_all), batch_size):
             x0 = x0_all[start:start + batch_size]
-            z = torch.randn(x0.shape, generator=generator)
-            x_t = alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * z  # eq. 3
+            x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=generator), t, model.alpha_bar)  # eq. 3
             rescaled = (x_t / alpha_bar_t.sqrt()).clamp(-1, 1)
             with torch.no_grad():
                 x0_hat = model.x0_hat(x_t.to(model.device), t).cpu().clamp(-1, 1)  # eq. 6

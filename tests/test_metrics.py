@@ -76,6 +76,13 @@ def test_psnr_rejects_mismatched_shapes():
         metrics.psnr(torch.zeros(2, 3, 16, 16), torch.zeros(3, 3, 16, 16))
 
 
-def test_psnr_rejects_images_outside_the_model_range():
-    with pytest.raises(ValueError, match=r"reference must be in the model range \[-1, 1\].*to_model_range"):
-        metrics.psnr(torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 255.0))
+def test_psnr_rejects_integer_images_and_non_finite_values():
+    with pytest.raises(ValueError, match=r"reference must be a floating-point image in the model range \[-1, 1\].*to_model_range"):
+        metrics.psnr(torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 255, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="x must contain finite values"):
+        metrics.psnr(torch.full((1, 3, 8, 8), float("nan")), torch.zeros(1, 3, 8, 8))
+
+
+def test_values_outside_the_model_range_are_clamped_like_a_saved_image():
+    x0 = torch.zeros(1, 3, 8, 8)
+    assert torch.equal(metrics.psnr(torch.full_like(x0, 227.0), x0), metrics.psnr(torch.ones_like(x0), x0))
