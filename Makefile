@@ -47,9 +47,12 @@ export-model: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) scripts/evaluate_model.py --data $(DATA)
 
-## Forward-pass speed of the shipped model on this machine.
+## Speed on this machine: the model's forward pass, the samplers' overhead, DPS against deepinv's DPS.
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_model.py
+	$(PY) scripts/benchmark_samplers.py
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) scripts/benchmark_posterior.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

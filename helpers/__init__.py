@@ -4,7 +4,8 @@ Modules (import them, e.g. ``from helpers import operators``):
 
 - ``schedule``: the linear beta schedule and the timestep convention (paper eqs. 2-3)
 - ``models``: ``load_model`` and the paper's quantities ``eps``, ``score``, ``x0_hat`` (eqs. 4-6)
-- ``sampling``: the reference DDPM sampler (eqs. 6-7)
+- ``sampling``: the reference DDPM sampler (eqs. 6-7) and SDEdit
+- ``posterior``: the posterior samplers ScoreALD and DPS (Sec. III-C)
 - ``operators``: forward models A and their adjoints (eq. 8)
 - ``images``: test images, loading, range conversion, the grid plot
 - ``metrics``: PSNR, SSIM, LPIPS

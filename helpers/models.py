@@ -92,8 +92,8 @@ class DiffusionModel:
         Reference: paper eq. 6; notebooks 02-03. Not clipped to [-1, 1] (the samplers say where they clip).
         """
         t = self._check(x_t, t)
-        alpha_bar_t = self.alpha_bar[t].to(x_t.dtype).view(-1, 1, 1, 1)
-        return (x_t + (1 - alpha_bar_t) * self.score(x_t, t)) / alpha_bar_t.sqrt()
+        alpha_bar_t = self.alpha_bar[t].view(-1, 1, 1, 1)  # float64: 1 - alpha_bar_t keeps its digits near t = 0
+        return (x_t + (1 - alpha_bar_t).to(x_t.dtype) * self.score(x_t, t)) / alpha_bar_t.sqrt().to(x_t.dtype)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:

@@ -1,4 +1,4 @@
-"""Reference samplers: DDPM (paper Sec. III-B), with optional timestep respacing.
+"""Reference samplers: DDPM (paper Sec. III-B), with optional timestep respacing, and SDEdit (Sec. IV-C-1).
 
 Notebooks write these loops out cell by cell and check their version against the one here. All
 randomness comes from the ``torch.Generator`` passed in (a CPU generator; noise is moved to the model's
@@ -12,8 +12,13 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.models import DiffusionModel
+from helpers.schedule import add_noise
 
 Variance = Literal["beta", "beta_tilde"]
+
+# Progress bars redraw at most twice a second: in a notebook every redraw is a widget message, and thousands
+# of them per cell can make the kernel's final status arrive late (nbval then times out).
+PROGRESS_THROTTLE = dict(mininterval=0.5, maxinterval=5.0)
 
 
 def respaced_timesteps(T: int, num_steps: int) -> list[int]:
@@ -97,7 +102,8 @@ def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Genera
     shape = (num_samples, 3, model.image_size, model.image_size)
     x_t = randn(shape, generator, device=model.device) if x_T is None else x_T.to(model.device)
     kept = {}
-    bar = tqdm(timesteps, desc=f"DDPM ({len(timesteps)} steps)", disable=not progress, leave=False)
+    bar = tqdm(timesteps, desc=f"DDPM ({len(timesteps)} steps)", disable=not progress, leave=False,
+               **PROGRESS_THROTTLE)
     for i, t in enumerate(bar):
         if t in keep:
             kept[t] = x_t.cpu()
@@ -106,3 +112,72 @@ def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Genera
     if -1 in keep:
         kept[-1] = x_t.cpu()
     return x_t, kept
+
+
+@torch.no_grad()
+def sdedit(model: DiffusionModel, y: torch.Tensor, t_start: int, generator: torch.Generator,
+           num_steps: int | None = None, variance: Variance = "beta", clip_x0: bool = True,
+           progress: bool = True) -> torch.Tensor:
+    r"""SDEdit: noise a guide image ``y`` to step ``t_start`` by eq. 3, then run the DDPM reverse steps to 0.
+
+    .. math:: x_{t_0} = \sqrt{\bar\alpha_{t_0}}\, y + \sqrt{1 - \bar\alpha_{t_0}}\, z, \qquad z \sim \mathcal{N}(0, I),
+
+    then :func:`ddpm_step` (:math:`\hat x_0` by eq. 6, :math:`x_{t-1}` by eq. 7) from :math:`t_0` = ``t_start``
+    down to 0. Returns the final image :math:`x_0`, the estimate of the clean image.
+
+    Reference: paper Sec. IV-C-1 and Figs. 4-5 (Meng et al., 2021); notebook 05. ``y``: ``(B, 3, S, S)`` with
+    ``S = model.image_size``, in the model range [-1, 1] (a measurement such as a masked or blurred image, or any
+    image to edit; moved to ``model.device``). ``t_start``: the code's timestep index in ``[0, T)`` (the paper's
+    Figs. 4-5 use 250, 500, 750). ``num_steps``: ``None`` for every step ``t_start, t_start - 1, ..., 0``
+    (``t_start + 1`` network calls), or an integer in ``[1, t_start + 1]`` for that many evenly spaced steps from
+    ``t_start`` to 0 (:func:`respaced_timesteps` with ``T = t_start + 1``); each step uses
+    :math:`\bar\alpha` at the two timesteps it actually joins, so respacing stays correct. ``variance`` and
+    ``clip_x0`` as in :func:`ddpm_step`. Returns ``(B, 3, S, S)`` on ``model.device``. All noise (``z`` first,
+    then one draw per step except the last) comes from ``generator``.
+
+    The last step goes to :math:`\bar\alpha = 1`, where eq. 7 puts all weight on :math:`\hat x_0`: the output is
+    the last step's :math:`\hat x_0` (clipped to [-1, 1] if ``clip_x0``). With ``num_steps=1`` SDEdit is
+    therefore single-step denoising (eq. 6, notebook 03) of the noised ``y``.
+
+    Raises ``ValueError`` for a ``t_start`` outside ``[0, T)``, a ``y`` of the wrong type, shape or range, a
+    ``num_steps`` outside ``[1, t_start + 1]``, or a ``generator`` that is not a ``torch.Generator``.
+    """
+    size = model.image_size
+    if not isinstance(t_start, int) or isinstance(t_start, bool) or not 0 <= t_start < model.T:
+        raise ValueError(f"t_start must be an integer timestep in [0, {model.T}) (the code's index; the paper's "
+                         f"Figs. 4-5 use 250, 500, 750); got {t_start!r}.")
+    if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point:
+        raise ValueError(f"y must be a floating-point torch.Tensor of shape (B, 3, {size}, {size}); got "
+                         f"{type(y).__name__}{f' of dtype {y.dtype}' if isinstance(y, torch.Tensor) else ''}.")
+    if y.ndim != 4 or y.shape[1] != 3 or tuple(y.shape[2:]) != (size, size):
+        raise ValueError(f"y must have shape (B, 3, {size}, {size}) for model {model.name!r}; got shape "
+                         f"{tuple(y.shape)}. Add a batch dimension with y[None], or resize with "
+                         f"images.load_image(..., size={size}).")
+    if not torch.isfinite(y).all() or y.abs().max() > 3:
+        raise ValueError(f"y must be finite and in the model range [-1, 1] (a little beyond is fine for a noisy "
+                         f"measurement); got values in [{y.min().item():.3g}, {y.max().item():.3g}]. Use "
+                         f"images.to_model_range() for [0, 1] images.")
+    if num_steps is not None and (not isinstance(num_steps, int) or isinstance(num_steps, bool)
+                                  or not 1 <= num_steps <= t_start + 1):
+        raise ValueError(f"num_steps must be None (every step) or an integer in [1, {t_start + 1}] (at most "
+                         f"t_start + 1 steps from t_start={t_start} to 0); got {num_steps!r}.")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator (e.g. seeding.seed_everything(seed)); got "
+                         f"{type(generator).__name__}.")
+
+    y = y.to(model.device)
+    # (1) the start point: y noised to t_start by eq. 3
+    z = randn(tuple(y.shape), generator, like=y)
+    x_t = add_noise(y, z, t_start, model.alpha_bar)
+    # (2) the timesteps t_start, ..., 0, evenly respaced if num_steps is given
+    timesteps = respaced_timesteps(t_start + 1, num_steps or t_start + 1)
+    # (3) DDPM reverse steps (eqs. 6-7), the last one (to t_prev = -1) without noise
+    bar = tqdm(timesteps, desc=f"SDEdit from t_start={t_start} ({len(timesteps)} steps)", disable=not progress,
+               leave=False, **PROGRESS_THROTTLE)
+    for i, t in enumerate(bar):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x_t, x0_hat = ddpm_step(model, x_t, t, t_prev, generator, variance=variance, clip_x0=clip_x0)
+        if progress:  # how far the current estimate has moved from the guide: RMS of x0_hat - y, batch mean
+            bar.set_postfix(rms_x0_hat_minus_y=f"{(x0_hat - y).pow(2).mean(dim=(1, 2, 3)).sqrt().mean():.3f}",
+                            refresh=False)  # shown at the bar's next regular refresh, not once per step
+    return x_t

@@ -3,7 +3,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from helpers.sampling import ddpm_sample, ddpm_step, respaced_timesteps
+from helpers.sampling import ddpm_sample, ddpm_step, randn, respaced_timesteps, sdedit
+from helpers.schedule import add_noise
 
 
 def test_full_respacing_is_every_timestep():
@@ -84,3 +85,97 @@ def test_t_prev_must_come_before_t(tiny_model, t, t_prev):
 def test_ddpm_sample_rejects_a_bad_number_of_samples(tiny_model):
     with pytest.raises(ValueError, match="num_samples must be a positive integer"):
         ddpm_sample(tiny_model, 0, torch.Generator(), num_steps=2, progress=False)
+
+
+# ---- SDEdit (paper Sec. IV-C-1) ----
+
+
+
+def _guide(seed=0, batch=2):
+    """A guide image y in the model range, (batch, 3, 8, 8) for the tiny model."""
+    return torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_sdedit_is_finite_and_reproducible(tiny_model):
+    y = _guide()
+    x0 = sdedit(tiny_model, y, 40, torch.Generator().manual_seed(0), progress=False)
+    assert x0.shape == y.shape and torch.isfinite(x0).all()
+    assert x0.abs().max() <= 1  # the last step returns the clipped x0_hat
+    assert torch.equal(sdedit(tiny_model, y, 40, torch.Generator().manual_seed(0), progress=False), x0)
+    assert not torch.equal(sdedit(tiny_model, y, 40, torch.Generator().manual_seed(1), progress=False), x0)
+
+
+@pytest.mark.parametrize("t_start, num_steps", [(0, None), (0, 1), (300, 1), (999, 1)])
+def test_sdedit_with_one_step_is_single_step_denoising_of_the_noised_guide(tiny_model, t_start, num_steps):
+    """One step from t_start to the end puts all of eq. 7's weight on x0_hat: the output is eq. 6, clipped,
+    applied to y noised by eq. 3 with the generator's first draw."""
+    y = _guide()
+    out = sdedit(tiny_model, y, t_start, torch.Generator().manual_seed(3), num_steps=num_steps, progress=False)
+    z = randn(tuple(y.shape), torch.Generator().manual_seed(3), like=y)
+    expected = tiny_model.x0_hat(add_noise(y, z, t_start, tiny_model.alpha_bar), t_start).clamp(-1, 1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_sdedit_equals_its_loop_written_out(tiny_model):
+    """Eq. 3 with the first draw, then ddpm_step over t_start, ..., 0 with the same generator."""
+    y, t_start = _guide(), 12
+    out = sdedit(tiny_model, y, t_start, torch.Generator().manual_seed(5), variance="beta_tilde", progress=False)
+    generator = torch.Generator().manual_seed(5)
+    x_t = add_noise(y, randn(tuple(y.shape), generator, like=y), t_start, tiny_model.alpha_bar)
+    for t in range(t_start, -1, -1):
+        x_t, _ = ddpm_step(tiny_model, x_t, t, t - 1, generator, variance="beta_tilde")
+    torch.testing.assert_close(out, x_t, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("t_start, num_steps, expected", [(500, 6, [500, 400, 300, 200, 100, 0]),
+                                                          (10, None, list(range(10, -1, -1))),
+                                                          (250, 2, [250, 0])])
+def test_sdedit_visits_the_respaced_timesteps_once_each(tiny_model, t_start, num_steps, expected):
+    seen = []
+    hook = tiny_model.unet.register_forward_hook(lambda module, args, output: seen.append(int(args[1].reshape(-1)[0])))
+    try:
+        sdedit(tiny_model, _guide(batch=1), t_start, torch.Generator(), num_steps=num_steps, progress=False)
+    finally:
+        hook.remove()
+    assert seen == expected
+
+
+def test_sdedit_keeps_the_shape_and_dtype_of_y(tiny_model):
+    out = sdedit(tiny_model, _guide(batch=3).double(), 5, torch.Generator(), num_steps=2, progress=False)
+    assert out.shape == (3, 3, 8, 8) and out.dtype == torch.float64 and out.device == tiny_model.device
+
+
+# ---- SDEdit: bad inputs ----
+
+@pytest.mark.parametrize("t_start", [-1, 1000, 2.5, 500.0, True, "500", None])
+def test_sdedit_rejects_t_start_outside_the_schedule(tiny_model, t_start):
+    with pytest.raises(ValueError, match=r"t_start must be an integer timestep in \[0, 1000\)") as error:
+        sdedit(tiny_model, _guide(), t_start, torch.Generator(), progress=False)
+    assert repr(t_start) in str(error.value)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (1, 3, 16, 16), (2, 1, 8, 8), (1, 3, 8, 8, 1)])
+def test_sdedit_rejects_y_of_the_wrong_shape(tiny_model, shape):
+    with pytest.raises(ValueError, match=r"y must have shape \(B, 3, 8, 8\)") as error:
+        sdedit(tiny_model, torch.zeros(shape), 10, torch.Generator(), progress=False)
+    assert str(shape) in str(error.value)
+
+
+@pytest.mark.parametrize("y, match", [(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "floating-point"),
+                                      (torch.full((1, 3, 8, 8), 255.0), r"model range \[-1, 1\]"),
+                                      (torch.full((1, 3, 8, 8), float("nan")), "finite"),
+                                      ([[0.0]], "torch.Tensor")])
+def test_sdedit_rejects_y_that_is_not_an_image_in_model_range(tiny_model, y, match):
+    with pytest.raises(ValueError, match=match):
+        sdedit(tiny_model, y, 10, torch.Generator(), progress=False)
+
+
+@pytest.mark.parametrize("num_steps", [0, 12, -1, 5.0, True])
+def test_sdedit_rejects_more_steps_than_timesteps(tiny_model, num_steps):
+    with pytest.raises(ValueError, match=r"num_steps must be None \(every step\) or an integer in \[1, 11\]"):
+        sdedit(tiny_model, _guide(), 10, torch.Generator(), num_steps=num_steps, progress=False)
+
+
+def test_sdedit_rejects_a_seed_in_place_of_a_generator(tiny_model):
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        sdedit(tiny_model, _guide(), 10, 0, progress=False)
