@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.models import DiffusionModel
-from helpers.sampling import Variance, ddpm_step, randn, respaced_timesteps
+from helpers.sampling import PROGRESS_THROTTLE, Variance, ddpm_step, randn, respaced_timesteps
 
 DPSStep = Literal["paper", "dps"]
 
@@ -214,7 +214,7 @@ def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, gener
     gamma = _per_image(gamma, "gamma", x_t, allow_zero=False, allow_inf=True)  # a float, or (B, 1, 1, 1)
     kept = {}
     bar = tqdm(timesteps, desc=f"ScoreALD ({len(timesteps)} steps)", disable=not progress, leave=False,
-               **sampling.PROGRESS_THROTTLE)
+               **PROGRESS_THROTTLE)
     for i, t in enumerate(bar):
         if t in keep:
             kept[t] = x_t.cpu()
@@ -261,7 +261,7 @@ def dps_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: 
     zeta = zeta.flatten() if isinstance(zeta, torch.Tensor) else zeta
     kept = {}
     bar = tqdm(timesteps, desc=f"DPS, step={step!r} ({len(timesteps)} steps)", disable=not progress, leave=False,
-               **sampling.PROGRESS_THROTTLE)
+               **PROGRESS_THROTTLE)
     for i, t in enumerate(bar):
         if t in keep:
             kept[t] = x_t.cpu()
