@@ -59,7 +59,8 @@ SIGMA_Y = 0.05
 # ---- 1. overhead ----
 
 def time_forward_backward(model: models.DiffusionModel, batch: int, repeats: int) -> float:
-    """Median seconds of one forward and one backward pass (to the input) of the U-Net at ``batch``."""
+    """Mean seconds of one forward and one backward pass (to the input) of the U-Net at ``batch``, over a loop of
+    ``repeats`` passes (the mean, not the median: the sampler's run is a sum of such passes, slow ones included)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, model.image_size, model.image_size, generator=generator)
     v = torch.randn(x.shape, generator=generator)
@@ -73,7 +74,7 @@ def time_forward_backward(model: models.DiffusionModel, batch: int, repeats: int
             torch.autograd.grad((eps * v).sum(), x_leaf)
         if i:
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.fmean(times)
 
 
 def overhead(model: models.DiffusionModel, batch: int, steps: int, rounds: int) -> None:
