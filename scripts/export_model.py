@@ -64,7 +64,8 @@ GroupNorm with {groups} groups, sinusoidal time embedding.
 AdamW, learning rate {lr:g} (linear warm-up over {warmup} steps, then constant), batch {batch}, gradient
 clipping at 1, bfloat16 autocast on the CPU, EMA of the weights (decay {ema:g} with warm-up; the EMA weights are
 shipped), the simple DDPM loss. **{steps:,} iterations** ({epochs:.0f} epochs), **{wall_h:.1f} hours** of
-wall time on 2 CPU cores (Intel Xeon, AMX). Reproduce with `make train` (resumable), then `make export-model`.
+training-step time on a 2-core CPU (Intel Xeon with AMX, 1-2 threads; the machine was shared, so the wall clock
+was longer). Reproduce with `make train` (resumable), then `make export-model`.
 
 ![loss](loss.png)
 
