@@ -22,10 +22,9 @@ import math
 from typing import Literal, Protocol
 
 import torch
-from tqdm.auto import tqdm
 
 from helpers.models import DiffusionModel
-from helpers.sampling import PROGRESS_THROTTLE, Variance, ddpm_step, randn, respaced_timesteps
+from helpers.sampling import Variance, ddpm_step, randn, respaced_timesteps, run_reverse_chain
 
 DPSStep = Literal["paper", "dps"]
 
@@ -212,22 +211,15 @@ def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, gener
                          f"every operator); got {type(op).__name__} without it.")
     x_t, y, timesteps = _start(model, op, y, generator, num_steps, x_T)
     gamma = _per_image(gamma, "gamma", x_t, allow_zero=False, allow_inf=True)  # a float, or (B, 1, 1, 1)
-    kept = {}
-    bar = tqdm(timesteps, desc=f"ScoreALD ({len(timesteps)} steps)", disable=not progress, leave=False,
-               **PROGRESS_THROTTLE)
-    for i, t in enumerate(bar):
-        if t in keep:
-            kept[t] = x_t.cpu()
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+
+    def step(x, t, t_prev):
         gamma_t = score_ald_gamma(model, t, gamma)  # gamma / sqrt(alpha_bar_t), per image
         gamma_t = gamma_t.flatten() if isinstance(gamma_t, torch.Tensor) else gamma_t
-        x_t, x0_hat = score_ald_step(model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y,
-                                     variance=variance, clip_x0=clip_x0)
-        if progress:
-            bar.set_postfix(misfit=f"{residual_norm(op, x0_hat, y).mean():.3f}")
-    if -1 in keep:
-        kept[-1] = x_t.cpu()
-    return x_t, kept
+        return score_ald_step(model, op, x, y, t, t_prev, generator, gamma_t, sigma_y, variance=variance,
+                              clip_x0=clip_x0)
+
+    return run_reverse_chain(x_t, timesteps, step, keep=keep, progress=progress, desc="ScoreALD",
+                             postfix=lambda x0_hat: {"misfit": f"{residual_norm(op, x0_hat, y).mean():.3f}"})
 
 
 @torch.no_grad()
@@ -259,20 +251,11 @@ def dps_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: 
     x_t, y, timesteps = _start(model, op, y, generator, num_steps, x_T)
     zeta = _per_image(zeta, "zeta", x_t, allow_zero=True, allow_inf=False)
     zeta = zeta.flatten() if isinstance(zeta, torch.Tensor) else zeta
-    kept = {}
-    bar = tqdm(timesteps, desc=f"DPS, step={step!r} ({len(timesteps)} steps)", disable=not progress, leave=False,
-               **PROGRESS_THROTTLE)
-    for i, t in enumerate(bar):
-        if t in keep:
-            kept[t] = x_t.cpu()
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        x_t, x0_hat = dps_step(model, op, x_t, y, t, t_prev, generator, zeta, sigma_y=sigma_y, step=step,
-                               variance=variance, clip_x0=clip_x0)
-        if progress:
-            bar.set_postfix(misfit=f"{residual_norm(op, x0_hat, y).mean():.3f}")
-    if -1 in keep:
-        kept[-1] = x_t.cpu()
-    return x_t, kept
+    return run_reverse_chain(
+        x_t, timesteps, lambda x, t, t_prev: dps_step(model, op, x, y, t, t_prev, generator, zeta, sigma_y=sigma_y,
+                                                      step=step, variance=variance, clip_x0=clip_x0),
+        keep=keep, progress=progress, desc=f"DPS, step={step!r}",
+        postfix=lambda x0_hat: {"misfit": f"{residual_norm(op, x0_hat, y).mean():.3f}"})
 
 
 def residual_norm(op: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ device), never from the global seed.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -86,6 +86,31 @@ def ddpm_step(model: DiffusionModel, x_t: torch.Tensor, t: int, t_prev: int, gen
     return x_prev, x0_hat
 
 
+def run_reverse_chain(x_t: torch.Tensor, timesteps: list[int],
+                      step: Callable[[torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]],
+                      keep: tuple[int, ...] = (), progress: bool = True, desc: str = "reverse process",
+                      postfix: Callable[[torch.Tensor], dict[str, str]] | None = None
+                      ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The loop every sampler shares: ``x_t, x0_hat = step(x_t, t, t_prev)`` over ``timesteps`` (descending; the
+    last step goes to ``t_prev = -1``), with a progress bar. Returns ``(x_0, kept)``, ``kept[t]`` being
+    :math:`x_t` (on the CPU) for each ``t`` in ``keep`` that is visited (``-1``: the output). ``postfix(x0_hat)``
+    gives the bar's diagnostic, e.g. the misfit.
+    """
+    kept = {}
+    bar = tqdm(timesteps, desc=f"{desc} ({len(timesteps)} steps)", disable=not progress, leave=False,
+               **PROGRESS_THROTTLE)
+    for i, t in enumerate(bar):
+        if t in keep:
+            kept[t] = x_t.cpu()
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x_t, x0_hat = step(x_t, t, t_prev)
+        if progress and postfix is not None:
+            bar.set_postfix(postfix(x0_hat), refresh=False)  # shown at the bar's next regular refresh
+    if -1 in keep:
+        kept[-1] = x_t.cpu()
+    return x_t, kept
+
+
 @torch.no_grad()
 def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Generator, num_steps: int | None = None,
                 variance: Variance = "beta", clip_x0: bool = True, x_T: torch.Tensor | None = None,
@@ -101,17 +126,10 @@ def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Genera
     timesteps = respaced_timesteps(model.T, num_steps or model.T)
     shape = (num_samples, 3, model.image_size, model.image_size)
     x_t = randn(shape, generator, device=model.device) if x_T is None else x_T.to(model.device)
-    kept = {}
-    bar = tqdm(timesteps, desc=f"DDPM ({len(timesteps)} steps)", disable=not progress, leave=False,
-               **PROGRESS_THROTTLE)
-    for i, t in enumerate(bar):
-        if t in keep:
-            kept[t] = x_t.cpu()
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        x_t, _ = ddpm_step(model, x_t, t, t_prev, generator, variance=variance, clip_x0=clip_x0)
-    if -1 in keep:
-        kept[-1] = x_t.cpu()
-    return x_t, kept
+    return run_reverse_chain(
+        x_t, timesteps, lambda x, t, t_prev: ddpm_step(model, x, t, t_prev, generator, variance=variance,
+                                                       clip_x0=clip_x0),
+        keep=keep, progress=progress, desc="DDPM")
 
 
 @torch.no_grad()
@@ -172,12 +190,10 @@ def sdedit(model: DiffusionModel, y: torch.Tensor, t_start: int, generator: torc
     # (2) the timesteps t_start, ..., 0, evenly respaced if num_steps is given
     timesteps = respaced_timesteps(t_start + 1, num_steps or t_start + 1)
     # (3) DDPM reverse steps (eqs. 6-7), the last one (to t_prev = -1) without noise
-    bar = tqdm(timesteps, desc=f"SDEdit from t_start={t_start} ({len(timesteps)} steps)", disable=not progress,
-               leave=False, **PROGRESS_THROTTLE)
-    for i, t in enumerate(bar):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        x_t, x0_hat = ddpm_step(model, x_t, t, t_prev, generator, variance=variance, clip_x0=clip_x0)
-        if progress:  # how far the current estimate has moved from the guide: RMS of x0_hat - y, batch mean
-            bar.set_postfix(rms_x0_hat_minus_y=f"{(x0_hat - y).pow(2).mean(dim=(1, 2, 3)).sqrt().mean():.3f}",
-                            refresh=False)  # shown at the bar's next regular refresh, not once per step
+    # how far the current estimate has moved from the guide: RMS of x0_hat - y, batch mean
+    x_t, _ = run_reverse_chain(
+        x_t, timesteps, lambda x, t, t_prev: ddpm_step(model, x, t, t_prev, generator, variance=variance,
+                                                       clip_x0=clip_x0),
+        progress=progress, desc=f"SDEdit from t_start={t_start}",
+        postfix=lambda x0_hat: {"rms_x0_hat_minus_y": f"{(x0_hat - y).pow(2).mean(dim=(1, 2, 3)).sqrt().mean():.3f}"})
     return x_t
