@@ -7,13 +7,13 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 DATA ?= ../shared/data/celeba-6k.zip
 RUN ?= runs/faces32
 
-.PHONY: setup figures test lab train export-model evaluate benchmark clean
+.PHONY: setup figures test lab colab train export-model evaluate benchmark clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[lab,dev]"
 	touch $(STAMP)
 
 ## Run every notebook top to bottom on the embedded model (CPU), saving outputs and regenerating figures/.
@@ -32,6 +32,10 @@ test: $(STAMP)
 ## Study interactively.
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/
+
+## Rewrite every notebook's "Open in Colab" badge and Colab install cell from pyproject.toml's Repository URL.
+colab: $(STAMP)
+	$(PY) scripts/colab_cells.py
 
 ## Train the embedded model (resumable: run it again to continue), on identities celeb_0..celeb_179 only.
 train: $(STAMP)

@@ -32,7 +32,8 @@ def pip_section(environment_yml: str) -> list[str]:
 
 def test_environment_yml_pins_the_same_packages_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pyproject = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    pyproject = project["dependencies"] + extras["lab"] + extras["dev"]
     conda = [item for item in pip_section((ROOT / "environment.yml").read_text()) if not item.startswith("-e ")]
     assert len(pyproject) == len(set(map(requirement_key, pyproject))), "duplicate in pyproject.toml"
     assert len(conda) == len(set(map(requirement_key, conda))), "duplicate in environment.yml"

@@ -1,0 +1,51 @@
+"""The notebooks' shared frame: the Colab badge and install cell, and the model choice in the setup cell."""
+import pathlib
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import colab_cells  # noqa: E402
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 7
+
+
+def test_colab_badges_and_install_cells_are_up_to_date():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "colab_cells.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_is_skipped_by_nbval_and_only_acts_on_colab(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = [cell for cell in nb.cells if colab_cells.TAG in cell.metadata.get("tags", [])]
+    assert len(cells) == 1
+    source = cells[0].source
+    assert source.startswith("# NBVAL_SKIP\n")
+    assert 'if "google.colab" in sys.modules:' in source
+    assert not cells[0].outputs, "the Colab cell must be saved without outputs"
+    first_code = next(cell for cell in nb.cells if cell.cell_type == "code")
+    assert first_code is cells[0], "the Colab cell must come before any other code"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_picks_the_model_automatically(path):
+    nb = nbformat.read(path, as_version=4)
+    setup = [cell for cell in nb.cells if cell.cell_type == "code" and "\nMODEL = " in "\n" + cell.source]
+    assert len(setup) == 1, "exactly one setup cell names the model"
+    assert '\nMODEL = "auto"' in "\n" + setup[0].source
+
+
+def test_repository_url_is_checked(monkeypatch, tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\n[project.urls]\nRepository = "https://example.org/x"\n')
+    monkeypatch.setattr(colab_cells, "ROOT", tmp_path)
+    with pytest.raises(ValueError, match="Repository must be https://github.com/OWNER/NAME"):
+        colab_cells.repository_url()
