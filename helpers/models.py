@@ -1,33 +1,44 @@
 """Pretrained diffusion models and the paper's quantities computed from them: eps, score and x0_hat.
 
-``load_model("faces")`` loads the course's embedded 32 x 32 face model, which ships inside this package.
+``load_model("faces")`` loads the course's embedded 32 x 32 face model, which ships inside this package;
+``load_model("ffhq256")`` (the paper's DPS checkpoint) and ``load_model("celebahq256")`` load the 256 x 256 face
+models, downloaded once per machine and verified (:mod:`helpers.download`, :mod:`helpers.paper_models`).
 Every model, whatever its checkpoint format, is wrapped in :class:`DiffusionModel`, so notebooks run
 unchanged with any of them.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import os
 import pathlib
+import socket
+import urllib.parse
 import warnings
 
 import torch
 
+from helpers import download, paper_models
+from helpers.download import sha256_of
 from helpers.schedule import Schedule, check_timestep, linear_schedule
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 EMBEDDED_MODEL_DIR = WEIGHTS_DIR / "faces32"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+LEGACY_WEIGHTS_FILE = "diffusion_pytorch_model.bin"  # diffusers' pickle format, e.g. google/ddpm-celebahq-256
 CHECKSUM_FILE = "SHA256SUMS"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DiffusionModel:
     """An epsilon-predicting network with its noise schedule.
 
-    Attributes: ``name``, ``unet`` (a diffusers ``UNet2DModel`` in eval mode), ``schedule``
+    Attributes: ``name``, ``unet`` (a network in eval mode called as ``unet(x_t, t).sample``: a diffusers
+    ``UNet2DModel``, or :class:`helpers.paper_models.EpsilonOfLearnedSigma` around an ADM U-Net), ``schedule``
     (:class:`helpers.schedule.Schedule`: ``beta``, ``alpha``, ``alpha_bar`` on ``device``, float64),
-    ``image_size`` (pixels per side), ``device``.
+    ``image_size`` (pixels per side), ``device``. The fast GPU path (see :func:`load_model`): ``autocast_dtype``
+    (``None``: the network runs in its own dtype, float32; else ``torch.bfloat16`` or ``torch.float16``, under
+    ``torch.autocast``) and ``channels_last`` (the input is passed in channels-last memory format).
     """
 
     name: str
@@ -35,6 +46,8 @@ class DiffusionModel:
     schedule: Schedule
     image_size: int
     device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
 
     # Shortcuts that read like the paper: model.alpha_bar[t] is the code's alpha_bar at index t.
     @property
@@ -70,10 +83,21 @@ class DiffusionModel:
 
         ``x_t``: ``(B, 3, S, S)`` on ``self.device``; ``t``: int or ``(B,)`` integer tensor in ``[0, T)``.
         Returns a tensor of the same shape and dtype as ``x_t``. Gradients flow if ``x_t`` requires them.
+
+        Fast path (off by default on the CPU, where this is exactly ``unet(x_t, t).sample``): with
+        ``autocast_dtype`` set, the network runs under ``torch.autocast`` (convolutions and attention in bfloat16
+        or float16, normalisations in float32) and its output is cast back to ``x_t``'s dtype; everything outside
+        the network (eqs. 5-7, the DPS gradient's arithmetic) stays in float32.
         """
         t = self._check(x_t, t)
-        dtype = next(self.unet.parameters()).dtype
-        return self.unet(x_t.to(dtype), t).sample.to(x_t.dtype)
+        x = x_t.to(next(self.unet.parameters()).dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.unet(x, t).sample.to(x_t.dtype)
+        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+            eps = self.unet(x, t).sample
+        return eps.to(x_t.dtype).contiguous()
 
     def score(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The score :math:`s_\\theta(x_t, t) = -\\epsilon_\\theta(x_t, t) / \\sqrt{1 - \\bar\\alpha_t}`.
@@ -117,14 +141,6 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def sha256_of(path: str | pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_checksum(folder: str | pathlib.Path) -> str:
     """Record the sha256 of a diffusers folder's weights in ``folder/SHA256SUMS``; return it."""
     folder = pathlib.Path(folder)
@@ -134,7 +150,8 @@ def write_checksum(folder: str | pathlib.Path) -> str:
 
 
 def load_unet_folder(folder: str | pathlib.Path, device: torch.device) -> torch.nn.Module:
-    """Load a diffusers ``UNet2DModel`` folder (config.json + safetensors), verified, in eval mode.
+    """Load a diffusers ``UNet2DModel`` folder (config.json + safetensors, or diffusers' older pickle
+    ``diffusion_pytorch_model.bin``), verified, in eval mode.
 
     Raises ``FileNotFoundError`` if a file is missing and ``RuntimeError`` if the weights do not match the
     checksum in ``SHA256SUMS`` (when present) or cannot be read. Never returns random weights.
@@ -142,23 +159,27 @@ def load_unet_folder(folder: str | pathlib.Path, device: torch.device) -> torch.
     from diffusers import UNet2DModel
 
     folder = pathlib.Path(folder)
-    for required in ("config.json", WEIGHTS_FILE):
-        if not (folder / required).is_file():
-            raise FileNotFoundError(f"model folder {str(folder)!r} has no {required!r}. The embedded model "
-                                    f"ships with the course in helpers/weights/faces32; reinstall the package "
-                                    f"(pip install -e .) or restore the file from git.")
+    weights = next((folder / name for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE) if (folder / name).is_file()),
+                   folder / WEIGHTS_FILE)
+    for required in (folder / "config.json", weights):
+        if not required.is_file():
+            raise FileNotFoundError(f"model folder {str(folder)!r} has no {required.name!r}"
+                                    f"{f' (nor {LEGACY_WEIGHTS_FILE!r})' if required == weights else ''}. The "
+                                    f"embedded model ships with the course in helpers/weights/faces32; reinstall the "
+                                    f"package (pip install -e .) or restore the file from git.")
     checksum_file = folder / CHECKSUM_FILE
     if checksum_file.is_file():
         expected = checksum_file.read_text().split()[0]
-        actual = sha256_of(folder / WEIGHTS_FILE)
+        actual = sha256_of(weights)
         if actual != expected:
-            raise RuntimeError(f"{folder / WEIGHTS_FILE} is corrupt: sha256 {actual[:16]}... does not match "
+            raise RuntimeError(f"{weights} is corrupt: sha256 {actual[:16]}... does not match "
                                f"{expected[:16]}... recorded in {CHECKSUM_FILE}. Restore it from git "
                                f"(git checkout -- {folder}).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            unet, info = UNet2DModel.from_pretrained(folder, low_cpu_mem_usage=False, output_loading_info=True)
+            unet, info = UNet2DModel.from_pretrained(folder, low_cpu_mem_usage=False, output_loading_info=True,
+                                                     use_safetensors=weights.name == WEIGHTS_FILE)
     except (OSError, ValueError, RuntimeError) as error:
         raise RuntimeError(f"could not load the diffusers model in {str(folder)!r}: {error}") from error
     # diffusers only warns about weights missing from the file and leaves them uninitialised: refuse instead.
@@ -169,36 +190,140 @@ def load_unet_folder(folder: str | pathlib.Path, device: torch.device) -> torch.
     return unet.to(device).eval().requires_grad_(False)
 
 
-def _load_faces(device: torch.device) -> DiffusionModel:
-    return load_model_from_folder(EMBEDDED_MODEL_DIR, name="faces", device=device)
+def fast_settings(device: torch.device, fast: bool | None) -> tuple[torch.dtype | None, bool]:
+    """``(autocast_dtype, channels_last)`` for ``fast``: ``None`` means on for CUDA and off elsewhere.
+
+    On: bfloat16 autocast (float16 on GPUs without bfloat16, such as Colab's T4; float16 on Apple's MPS) and, on
+    CUDA, channels-last memory format. Off: ``(None, False)``, the network exactly as stored (float32).
+    """
+    if fast is not None and not isinstance(fast, bool):
+        raise ValueError(f"fast must be None (on for CUDA, off elsewhere), True or False; got {fast!r}.")
+    if not (device.type == "cuda" if fast is None else fast):
+        return None, False
+    if device.type == "cuda":
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), True
+    return (torch.float16 if device.type == "mps" else torch.bfloat16), False
 
 
-# The registry: model name -> function that loads it (paper-scale 256 x 256 models join later).
+def wrap_network(name: str, unet: torch.nn.Module, image_size: int, device: str | torch.device = "auto",
+                 fast: bool | None = None, compile: bool | str = False) -> DiffusionModel:
+    """Wrap an epsilon-predicting network (called as ``unet(x_t, t).sample``; linear betas, T = 1000) as a
+    :class:`DiffusionModel` on ``device``, in eval mode and without parameter gradients, with the fast path of
+    :func:`fast_settings` and, if ``compile``, ``torch.compile`` (``True`` or a mode: ``"default"``,
+    ``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``). Every loader and the GPU benchmark build models here.
+    """
+    device = pick_device(device)
+    if not (isinstance(compile, bool) or compile in COMPILE_MODES):
+        raise ValueError(f"compile must be False, True or one of {list(COMPILE_MODES)}; got {compile!r}.")
+    autocast_dtype, channels_last = fast_settings(device, fast)
+    unet = unet.to(device).eval().requires_grad_(False)
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    if compile:
+        unet = torch.compile(unet, mode=None if compile is True else compile)
+    if autocast_dtype is not None or compile:
+        settings = [f"{str(autocast_dtype).removeprefix('torch.')} autocast"] if autocast_dtype is not None else []
+        settings += ["channels_last"] * channels_last + [f"torch.compile(mode={compile!r})"] * bool(compile)
+        print(f"{name} on {device}: fast path with {', '.join(settings)}")
+    return DiffusionModel(name=name, unet=unet, schedule=linear_schedule(device=device), image_size=image_size,
+                          device=device, autocast_dtype=autocast_dtype, channels_last=channels_last)
+
+
+def _load_faces(device: torch.device, fast: bool | None, compile: bool | str,
+                cache_dir: str | pathlib.Path | None) -> DiffusionModel:
+    unet = load_unet_folder(EMBEDDED_MODEL_DIR, device)
+    return wrap_network("faces", unet, int(unet.config.sample_size), device, fast=fast, compile=compile)
+
+
+def _load_ffhq256(device: torch.device, fast: bool | None, compile: bool | str,
+                  cache_dir: str | pathlib.Path | None) -> DiffusionModel:
+    """DPS's FFHQ checkpoint: fetched and verified, loaded strictly into the ADM U-Net, seen through its first 3
+    output channels (eps)."""
+    spec = paper_models.FFHQ256
+    folder = download.fetch(spec.files, cache_dir)
+    adm = paper_models.load_adm_checkpoint(folder / spec.weights.filename, spec.architecture)
+    return wrap_network(spec.name, paper_models.EpsilonOfLearnedSigma(adm), spec.image_size, device, fast=fast,
+                        compile=compile)
+
+
+def _load_celebahq256(device: torch.device, fast: bool | None, compile: bool | str,
+                      cache_dir: str | pathlib.Path | None) -> DiffusionModel:
+    """google/ddpm-celebahq-256: fetched and verified, its config.json checked against the architecture the course
+    expects, loaded by diffusers (which refuses missing or unexpected weights here)."""
+    spec = paper_models.CELEBAHQ256
+    folder = download.fetch(spec.files, cache_dir)
+    paper_models.check_ddpm_config(folder, spec.architecture)
+    return wrap_network(spec.name, load_unet_folder(folder, torch.device("cpu")), spec.image_size, device, fast=fast,
+                        compile=compile)
+
+
+# The registry: model name -> function that loads it.
 MODELS = {
     "faces": _load_faces,
+    "ffhq256": _load_ffhq256,
+    "celebahq256": _load_celebahq256,
 }
 
 
-def load_model(name: str = "auto", device: str | torch.device = "auto") -> DiffusionModel:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT`` or huggingface.co, port 443) opens."""
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or download.HUB_URL).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def choose_auto(device: torch.device, cache_dir: str | pathlib.Path | None = None) -> tuple[str, str]:
+    """What ``load_model("auto")`` loads on ``device``, and why: ``"ffhq256"`` (the paper's model) with a CUDA GPU
+    and its weights cached or downloadable, else the embedded ``"faces"``."""
+    if device.type != "cuda":
+        return "faces", (f"no CUDA GPU (device {device}); the 256x256 models take minutes per image without one. "
+                         f"Ask for one by name to use it anyway")
+    cached = download.find_cached(paper_models.FFHQ256.files, cache_dir)
+    if cached is not None:
+        return "ffhq256", f"a CUDA GPU and its weights in {cached}"
+    if not download.download_allowed():
+        return "faces", (f"a CUDA GPU, but the ffhq256 weights are not cached and HF_HUB_OFFLINE is set "
+                         f"(put them at {download.course_folder(paper_models.FFHQ256.weights, cache_dir)})")
+    if not hub_reachable():
+        return "faces", (f"a CUDA GPU, but the ffhq256 weights are not cached and the hub cannot be reached "
+                         f"(put them at {download.course_folder(paper_models.FFHQ256.weights, cache_dir)})")
+    return "ffhq256", "a CUDA GPU and the hub within reach: its weights are downloaded once (374 MB)"
+
+
+def load_model(name: str = "auto", device: str | torch.device = "auto", fast: bool | None = None,
+               compile: bool | str = False, cache_dir: str | pathlib.Path | None = None) -> DiffusionModel:
     """Load a pretrained diffusion model by name and wrap it as a :class:`DiffusionModel`.
 
-    ``name``: ``"faces"`` (the embedded 32 x 32 face model, CPU-friendly) or ``"auto"``, which picks the
-    embedded model (the only one available offline). ``device``: ``"auto"`` (CUDA, then MPS, then CPU),
-    ``"cpu"``, ``"cuda"``, ... Raises ``ValueError`` for an unknown name and ``FileNotFoundError`` or
-    ``RuntimeError`` for a missing or corrupt checkpoint.
+    ``name``: ``"faces"`` (the embedded 32 x 32 face model, CPU-friendly), ``"ffhq256"`` (DPS's 256 x 256 FFHQ
+    checkpoint, the paper's model), ``"celebahq256"`` (``google/ddpm-celebahq-256``) or ``"auto"``, which picks
+    ``"ffhq256"`` with a CUDA GPU when its weights are cached or downloadable and ``"faces"`` otherwise, and prints
+    which and why. ``device``: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
+
+    ``fast``: the fast GPU path (:func:`fast_settings`): ``None`` (default) turns it on for CUDA only, so on the
+    CPU the model computes exactly what it always did; ``True``/``False`` force it. ``compile``: ``False``,
+    ``True`` or a ``torch.compile`` mode (``"reduce-overhead"`` uses CUDA graphs). ``cache_dir``: where the
+    256 x 256 weights are cached (default ``$COURSE_CACHE_DIR``, else ``$HF_HOME/diffusion-course``; see
+    :mod:`helpers.download`).
+
+    Raises ``ValueError`` for an unknown name or option, ``FileNotFoundError`` for weights that are missing and
+    cannot be downloaded (the message says where to put them), ``RuntimeError`` for a corrupt checkpoint.
     """
-    if name == "auto":
-        name = "faces"
-    if name not in MODELS:
+    if name != "auto" and name not in MODELS:
         raise ValueError(f"name must be one of {['auto', *MODELS]}; got {name!r}.")
-    return MODELS[name](pick_device(device))
+    device = pick_device(device)
+    if name == "auto":
+        name, why = choose_auto(device, cache_dir)
+        print(f"load_model('auto') -> {name!r}: {why}.")
+    return MODELS[name](device, fast=fast, compile=compile, cache_dir=cache_dir)
 
 
 def load_model_from_folder(folder: str | pathlib.Path, name: str | None = None,
-                           device: str | torch.device = "auto") -> DiffusionModel:
+                           device: str | torch.device = "auto", fast: bool | None = None) -> DiffusionModel:
     """Wrap any diffusers ``UNet2DModel`` folder (epsilon-prediction, linear betas, T = 1000), e.g. a training
     run's ``ema/`` folder, the same way as the embedded model."""
     device = pick_device(device)
     unet = load_unet_folder(folder, device)
-    return DiffusionModel(name=name or pathlib.Path(folder).name, unet=unet, schedule=linear_schedule(device=device),
-                          image_size=int(unet.config.sample_size), device=device)
+    return wrap_network(name or pathlib.Path(folder).name, unet, int(unet.config.sample_size), device, fast=fast)

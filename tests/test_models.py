@@ -130,7 +130,7 @@ def test_pick_device_auto_and_cpu():
 
 @pytest.mark.parametrize("name", ["nope", "FACES", ""])
 def test_unknown_model_name_lists_the_allowed_names(name):
-    with pytest.raises(ValueError, match=r"name must be one of \['auto', 'faces'\]"):
+    with pytest.raises(ValueError, match=r"name must be one of \['auto', 'faces', 'ffhq256', 'celebahq256'\]"):
         models.load_model(name, device="cpu")
 
 

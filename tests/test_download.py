@@ -1,0 +1,215 @@
+"""helpers.download: where checkpoints are cached, how they are verified, and the errors when they are not there.
+
+No test touches the network: huggingface_hub's download functions are replaced, either by ones that fail the test
+when called or by fakes that write a file the way a download would.
+"""
+import hashlib
+import pathlib
+import types
+
+import huggingface_hub
+import pytest
+
+from helpers import download
+from helpers.download import RemoteFile
+
+DATA = bytes(range(256)) * 40  # 10,240 bytes standing in for a checkpoint
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path, monkeypatch):
+    """Every cache location under tmp_path, downloads allowed, and no network: both hub calls fail the test."""
+    for name in ("COURSE_CACHE_DIR", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"a network call was made: {args} {kwargs}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)
+
+
+@pytest.fixture
+def remote():
+    return RemoteFile(repo_id="course-tests/tiny", filename="weights.pt", revision=REVISION, size=len(DATA),
+                      sha256=hashlib.sha256(DATA).hexdigest())
+
+
+def put(path: pathlib.Path, data: bytes = DATA) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def fake_hub(monkeypatch, served: bytes, etag: str, size: int | None):
+    """Replace the hub: hf_hub_download writes ``served`` where huggingface_hub would; the metadata says ``etag``."""
+    calls = []
+
+    def hf_hub_download(repo_id, filename, *, revision, local_dir):
+        calls.append((repo_id, filename, revision))
+        return str(put(pathlib.Path(local_dir) / filename, served))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata",
+                        lambda url: types.SimpleNamespace(etag=f'"{etag}"', size=size))
+    return calls
+
+
+# ---- where ----
+
+def test_cache_root_precedence_argument_then_course_variable_then_hf_home(tmp_path, monkeypatch):
+    assert download.cache_root() == tmp_path / "hf_home" / "diffusion-course"
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "course"))
+    assert download.cache_root() == tmp_path / "course"
+    assert download.cache_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("COURSE_CACHE_DIR")
+    monkeypatch.delenv("HF_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert download.cache_root() == tmp_path / "xdg" / "huggingface" / "diffusion-course"
+
+
+def test_course_folder_layout_is_root_repo_revision(tmp_path, remote):
+    assert download.course_folder(remote, tmp_path) == tmp_path / "course-tests" / "tiny" / REVISION
+
+
+def test_git_blob_sha1_is_gits_object_id(tmp_path):
+    assert download.git_blob_sha1_of(put(tmp_path / "empty", b"")) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert download.git_blob_sha1_of(put(tmp_path / "hello", b"hello\n")) == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+# ---- cache hits: no network ----
+
+def test_cache_hit_makes_no_network_call(tmp_path, remote):
+    put(download.course_folder(remote, tmp_path) / "weights.pt")
+    assert download.fetch((remote,), cache_dir=tmp_path) == download.course_folder(remote, tmp_path)
+
+
+def test_course_cache_variable_is_used(tmp_path, monkeypatch, remote):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "course"))
+    put(tmp_path / "course" / "course-tests" / "tiny" / REVISION / "weights.pt")
+    assert download.fetch((remote,)) == tmp_path / "course" / "course-tests" / "tiny" / REVISION
+
+
+def test_copy_in_hugging_faces_cache_at_the_pinned_commit_is_used_in_place(tmp_path, remote):
+    snapshot = tmp_path / "hf_home" / "hub" / "models--course-tests--tiny" / "snapshots" / REVISION
+    put(snapshot / "weights.pt")
+    assert download.find_cached((remote,)) == snapshot
+    assert download.fetch((remote,)) == snapshot
+
+
+def test_copy_at_another_commit_of_hugging_faces_cache_is_not_used(tmp_path, remote, monkeypatch):
+    put(tmp_path / "hf_home" / "hub" / "models--course-tests--tiny" / "snapshots" / ("f" * 40) / "weights.pt")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert download.find_cached((remote,)) is None
+    with pytest.raises(FileNotFoundError):
+        download.fetch((remote,))
+
+
+def test_copy_in_torch_hub_is_used_for_files_deepinv_downloads(tmp_path, remote):
+    put(tmp_path / "torch_home" / "hub" / "checkpoints" / "weights.pt")
+    assert download.find_cached((remote,)) is None  # not a file deepinv downloads
+    deepinv_file = RemoteFile(**{**remote.__dict__, "in_torch_hub": True})
+    assert download.fetch((deepinv_file,)) == tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+# ---- corrupt files ----
+
+def test_corrupt_file_in_the_course_cache_is_deleted_and_reported(tmp_path, remote):
+    path = put(download.course_folder(remote, tmp_path) / "weights.pt", DATA[:-1] + b"\x00")
+    with pytest.raises(RuntimeError, match=r"corrupt: its sha256 is [0-9a-f]{64}, expected .*has been deleted"):
+        download.fetch((remote,), cache_dir=tmp_path)
+    assert not path.exists()
+
+
+def test_truncated_file_in_the_course_cache_is_deleted_and_reported(tmp_path, remote):
+    path = put(download.course_folder(remote, tmp_path) / "weights.pt", DATA[:1000])
+    with pytest.raises(RuntimeError, match=r"has 1,000 bytes, expected 10,240: truncated .*has been deleted"):
+        download.fetch((remote,), cache_dir=tmp_path)
+    assert not path.exists()
+
+
+def test_corrupt_copy_in_another_tools_cache_is_reported_and_left_alone(tmp_path, remote):
+    path = put(tmp_path / "torch_home" / "hub" / "checkpoints" / "weights.pt", b"x" * len(DATA))
+    with pytest.raises(RuntimeError, match="belongs to another tool's cache and was left alone"):
+        download.fetch((RemoteFile(**{**remote.__dict__, "in_torch_hub": True}),))
+    assert path.exists()
+
+
+# ---- missing files ----
+
+def test_missing_file_offline_says_what_is_missing_how_big_where_to_put_it_and_where_to_get_it(tmp_path, monkeypatch,
+                                                                                              remote):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError) as info:
+        download.fetch((remote,), cache_dir=tmp_path)
+    message = str(info.value)
+    assert "weights.pt" in message and "10,240 bytes" in message and "HF_HUB_OFFLINE" in message
+    assert str(tmp_path / "course-tests" / "tiny" / REVISION / "weights.pt") in message
+    assert f"https://huggingface.co/course-tests/tiny/resolve/{REVISION}/weights.pt" in message
+
+
+def test_missing_file_without_network_is_file_not_found(tmp_path, monkeypatch, remote):
+    def unreachable(*args, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(FileNotFoundError, match=r"no connection to the hub .*put it at"):
+        download.fetch((remote,), cache_dir=tmp_path)
+
+
+# ---- downloads (faked) ----
+
+def test_download_lands_in_the_course_cache_verified(tmp_path, monkeypatch, remote):
+    calls = fake_hub(monkeypatch, DATA, etag=remote.sha256, size=len(DATA))
+    folder = download.fetch((remote,), cache_dir=tmp_path)
+    assert folder == download.course_folder(remote, tmp_path) and (folder / "weights.pt").read_bytes() == DATA
+    assert calls == [("course-tests/tiny", "weights.pt", REVISION)]
+    download.fetch((remote,), cache_dir=tmp_path)  # the second time: a cache hit
+    assert len(calls) == 1
+
+
+def test_download_with_the_wrong_checksum_is_deleted_and_reported(tmp_path, monkeypatch, remote):
+    bad = DATA[::-1]
+    fake_hub(monkeypatch, bad, etag=hashlib.sha256(bad).hexdigest(), size=len(bad))
+    with pytest.raises(RuntimeError, match=rf"its sha256 is {hashlib.sha256(bad).hexdigest()}, expected "
+                                           rf"{remote.sha256}.*has been deleted"):
+        download.fetch((remote,), cache_dir=tmp_path)
+    assert not (download.course_folder(remote, tmp_path) / "weights.pt").exists()
+
+
+def test_download_with_nothing_pinned_is_checked_against_the_hubs_sha256(tmp_path, monkeypatch, remote):
+    unpinned = RemoteFile(**{**remote.__dict__, "size": None, "sha256": None})
+    fake_hub(monkeypatch, DATA, etag="ab" * 32, size=len(DATA))
+    with pytest.raises(RuntimeError, match=f"expected {'ab' * 32}"):
+        download.fetch((unpinned,), cache_dir=tmp_path)
+    fake_hub(monkeypatch, DATA, etag=hashlib.sha256(DATA).hexdigest(), size=len(DATA))
+    assert (download.fetch((unpinned,), cache_dir=tmp_path) / "weights.pt").read_bytes() == DATA
+
+
+def test_small_file_download_is_checked_against_the_hubs_git_blob_sha1(tmp_path, monkeypatch, remote):
+    config = RemoteFile(repo_id="course-tests/tiny", filename="config.json", revision=REVISION, size=None, sha256=None)
+    fake_hub(monkeypatch, b'{"a": 1}\n', etag="0" * 40, size=9)
+    with pytest.raises(RuntimeError, match="git blob sha1 is .*the hub's ETag"):
+        download.fetch((config,), cache_dir=tmp_path)
+    fake_hub(monkeypatch, b'{"a": 1}\n', etag=hashlib.sha1(b'blob 9\0{"a": 1}\n').hexdigest(), size=9)
+    download.fetch((config,), cache_dir=tmp_path)
+
+
+def test_download_of_a_truncated_file_is_deleted_and_reported(tmp_path, monkeypatch, remote):
+    fake_hub(monkeypatch, DATA[:5000], etag=remote.sha256, size=len(DATA))
+    with pytest.raises(RuntimeError, match="has 5,000 bytes, expected 10,240: truncated"):
+        download.fetch((remote,), cache_dir=tmp_path)
+    assert not (download.course_folder(remote, tmp_path) / "weights.pt").exists()
+
+
+# ---- bad arguments ----
+
+def test_files_of_two_revisions_are_refused(remote):
+    other = RemoteFile(**{**remote.__dict__, "revision": "f" * 40})
+    with pytest.raises(ValueError, match="one repository at one revision"):
+        download.fetch((remote, other))
+    with pytest.raises(ValueError, match="non-empty tuple of download.RemoteFile"):
+        download.fetch(())
