@@ -1,8 +1,8 @@
 """Reference samplers: DDPM (paper Sec. III-B), with optional timestep respacing, and SDEdit (Sec. IV-C-1).
 
 Notebooks write these loops out cell by cell and check their version against the one here. All
-randomness comes from the ``torch.Generator`` passed in (a CPU generator; noise is moved to the model's
-device), never from the global seed.
+randomness comes from the ``torch.Generator`` passed in (a CPU generator, or one on the model's GPU; noise is
+moved to the model's device), never from the global seed.
 """
 from __future__ import annotations
 
@@ -33,10 +33,15 @@ def respaced_timesteps(T: int, num_steps: int) -> list[int]:
 
 def randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor | None = None,
           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard normal noise drawn on the CPU from ``generator``, then moved to ``device``."""
+    """Standard normal noise drawn from ``generator`` on the generator's own device, then moved to ``device``.
+
+    The course's generators are CPU ones (``seeding.seed_everything``): the same seed gives the same noise on every
+    device. A generator on the GPU (``torch.Generator("cuda")``) skips the CPU draw and the copy at every step, which
+    the fast GPU path needs (``scripts/benchmark_gpu.py``), at the price of noise that differs from the CPU's.
+    """
     if like is not None:
         device, dtype = like.device, like.dtype
-    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
 
 
 def ddpm_step(model: DiffusionModel, x_t: torch.Tensor, t: int, t_prev: int, generator: torch.Generator,
