@@ -14,7 +14,8 @@ network call while a copy is found:
 3. A download into the course cache with ``huggingface_hub.hf_hub_download`` (with its progress bar), unless
    ``HF_HUB_OFFLINE=1``.
 
-Every file is checked before use: its size and sha256 against the values pinned here, and after a download also
+Every file is checked before use: its size and sha256 against the values pinned with it (in
+:mod:`helpers.paper_models`), and after a download also
 against the hub's own record (the LFS sha256 for large files, the git blob sha1 for small ones). A file in the
 course cache that fails is deleted and reported; a copy elsewhere that fails is reported and left alone. No network
 and no copy: ``FileNotFoundError`` with the file's name, size, the path to put it at and the URL to fetch it from.
@@ -45,6 +46,7 @@ class RemoteFile:
     size: int | None
     sha256: str | None
     in_torch_hub: bool = False
+    approx_size: str | None = None  # for messages when ``size`` is not known exactly, e.g. "455 MB"
 
     @property
     def url(self) -> str:
@@ -52,7 +54,9 @@ class RemoteFile:
         return f"{HUB_URL}/{self.repo_id}/resolve/{self.revision}/{self.filename}"
 
     def describe_size(self) -> str:
-        return f"{self.size:,} bytes ({self.size / 1e6:.0f} MB)" if self.size is not None else "size not recorded"
+        if self.size is not None:
+            return f"{self.size:,} bytes" + (f" ({self.size / 1e6:.0f} MB)" if self.size >= 1e6 else "")
+        return f"about {self.approx_size}" if self.approx_size else "size not recorded"
 
 
 def sha256_of(path: str | pathlib.Path) -> str:
@@ -190,9 +194,10 @@ def fetch(files: tuple[RemoteFile, ...], cache_dir: str | pathlib.Path | None = 
                 verify(folder / f.filename, f, owned=False)
             return folder
     for f in files:
-        if not (course / f.filename).is_file():
-            _download(f, course)
-        verify(course / f.filename, f, owned=True)
+        if (course / f.filename).is_file():
+            verify(course / f.filename, f, owned=True)
+        else:
+            _download(f, course)  # verified there, against the pinned values and the hub's record
     return course
 
 

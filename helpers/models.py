@@ -195,6 +195,10 @@ def fast_settings(device: torch.device, fast: bool | None) -> tuple[torch.dtype 
 
     On: bfloat16 autocast (float16 on GPUs without bfloat16, such as Colab's T4; float16 on Apple's MPS) and, on
     CUDA, channels-last memory format. Off: ``(None, False)``, the network exactly as stored (float32).
+
+    Deviation: the network's output then carries bfloat16's 3 significant digits (float16's: 3-4); the samplers'
+    arithmetic stays float32. DPS's gradient flows back through the network in that precision, without loss
+    scaling; with float16 (T4) very small gradients could underflow: compare with ``fast=False`` if results look off.
     """
     if fast is not None and not isinstance(fast, bool):
         raise ValueError(f"fast must be None (on for CUDA, off elsewhere), True or False; got {fast!r}.")
@@ -266,10 +270,10 @@ MODELS = {
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT`` or huggingface.co, port 443) opens."""
-    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or download.HUB_URL).hostname
+    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT``, else huggingface.co:443) opens."""
+    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or download.HUB_URL)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
     except OSError:
         return False
     return True

@@ -74,12 +74,14 @@ class ADMUNet(nn.Module):
     """
 
     def __init__(self, config: ADMConfig):
+        # deepinv is imported here, not with the module: it takes seconds, and only the 256 x 256 models need it
         from deepinv.models.diffunet import (AttentionBlock, ResBlock, TimestepEmbedSequential, normalization,
-                                             zero_module)
+                                             timestep_embedding, zero_module)
         from deepinv.models.utils import conv_nd
 
         super().__init__()
         self.config = config
+        self.timestep_embedding = timestep_embedding  # sinusoidal embedding of t, as in guided-diffusion
         mc, dropout = config.model_channels, 0.0  # dropout only acts in training; DPS's config has 0
 
         def res_block(channels: int, out: int, **updown: bool) -> nn.Module:
@@ -124,9 +126,7 @@ class ADMUNet(nn.Module):
                                  zero_module(conv_nd(2)(mc * config.channel_mult[0], config.out_channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        from deepinv.models.diffunet import timestep_embedding
-
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
+        emb = self.time_embed(self.timestep_embedding(t, self.config.model_channels))
         h, skips = x, []
         for block in self.input_blocks:
             h = block(h, emb)
@@ -142,8 +142,11 @@ class EpsilonOfLearnedSigma(nn.Module):
     channels (guided-diffusion's ``model_output, model_var_values = split(model_output, C, dim=1)``).
 
     ``forward(x, t)`` returns diffusers' ``UNet2DOutput`` (``.sample``), like a ``UNet2DModel``, so that
-    :class:`helpers.models.DiffusionModel` calls every checkpoint the same way (and ``torch.compile`` traces it). The variance channels are unused: the
-    course's samplers fix :math:`\\sigma_t^2` (``beta`` or ``beta_tilde``, as DPS's code with ``fixed_large``).
+    :class:`helpers.models.DiffusionModel` calls every checkpoint the same way (and ``torch.compile`` traces it).
+
+    Deviation from DPS's code: the variance channels are unused. The course's samplers fix :math:`\\sigma_t^2`
+    (``beta`` as in the paper's pseudocode, or ``beta_tilde``); DPS's code samples with the learned variance
+    (``model_var_type: learned_range`` in its ``configs/diffusion_config.yaml``).
     """
 
     def __init__(self, adm: ADMUNet):
@@ -266,5 +269,5 @@ CELEBAHQ256 = PaperCheckpoint(
     files=(RemoteFile(repo_id="google/ddpm-celebahq-256", filename="config.json", revision=_CELEBAHQ_REVISION,
                       size=790, sha256=None),
            RemoteFile(repo_id="google/ddpm-celebahq-256", filename="diffusion_pytorch_model.bin",
-                      revision=_CELEBAHQ_REVISION, size=None,
+                      revision=_CELEBAHQ_REVISION, size=None, approx_size="455 MB",
                       sha256="efff89712093ad060ce99d9b461bbe542b49d8dd4ce30f23fe5761dca292361d")))

@@ -223,6 +223,21 @@ def test_missing_ffhq256_weights_say_file_size_path_and_url(tmp_path, monkeypatc
             "diffusion_ffhq_10m.pt") in message
 
 
+def test_missing_celebahq256_weights_give_their_approximate_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"config.json \(790 bytes\) of google/ddpm-celebahq-256"):
+        models.load_model("celebahq256", device="cpu", cache_dir=tmp_path)
+    folder = download.course_folder(paper_models.CELEBAHQ256.weights, tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="config.json is corrupt: it has 2 bytes, expected 790"):
+        models.load_model("celebahq256", device="cpu", cache_dir=tmp_path)
+    assert not (folder / "config.json").exists()
+    with pytest.raises(FileNotFoundError):
+        models.load_model("celebahq256", device="cpu", cache_dir=tmp_path)
+    assert paper_models.CELEBAHQ256.weights.describe_size() == "about 455 MB"
+
+
 # ---- every sampler, end to end, through load_model ----
 
 @pytest.mark.parametrize("name", ["ffhq256", "celebahq256"])
