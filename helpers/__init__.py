@@ -10,6 +10,7 @@ Modules (import them, e.g. ``from helpers import operators``):
 - ``images``: test images, loading, range conversion, the grid plot
 - ``metrics``: PSNR, SSIM, LPIPS
 - ``checks``: ``check_close``
+- ``exercises``: the checks that follow the notebooks' exercises (one per exercise)
 - ``seeding``: ``seed_everything``
 - ``train``: training the embedded model (``python -m helpers.train``)
 """

@@ -1,0 +1,558 @@
+"""Checks for the notebooks' exercises: run your function on fixed inputs, compare it with the course's reference.
+
+One function per exercise, called in the check cell right after the exercise:
+
+====================================  ===========================  ========  =====================================
+check                                 your function                notebook  reference in ``helpers``
+====================================  ===========================  ========  =====================================
+:func:`check_forward_sample`          ``forward_sample``            01        ``schedule.add_noise`` (eq. 3)
+:func:`check_score_from_eps`          ``score_from_eps``            02        ``model.score`` (below eq. 4)
+:func:`check_posterior_mean`          ``posterior_mean``            02        ``sampling.ddpm_step`` (eq. 7)
+:func:`check_x0_hat`                  ``x0_hat_from_score``         03        ``model.x0_hat`` (eq. 6)
+:func:`check_ddpm_step`               ``ddpm_step_mine``            04        ``sampling.ddpm_step`` (eqs. 6-7)
+:func:`check_sdedit_start`            ``sdedit_start``              05        ``schedule.add_noise`` (eq. 3)
+:func:`check_score_ald_update`        ``score_ald_update``          06        ``posterior.score_ald_step``
+:func:`check_dps_update`              ``dps_update``                06        ``posterior.dps_step(step="paper")``
+====================================  ===========================  ========  =====================================
+
+Every check does the same four things:
+
+(1) builds fixed inputs from a seeded ``torch.Generator`` (small random images; the network only where the exercise
+    needs it), so that it gives the same verdict on every machine and takes well under a second on a CPU;
+(2) runs your function and the reference on them, at a few timesteps;
+(3) compares the two elementwise, ``|mine - reference| <= atol + rtol * |reference|``; if all agree it prints one
+    line, e.g. ``✓ x0_hat_from_score matches eq. 6 at t = 50, 200, 700 (max deviation 2.4e-07)``, and returns the
+    largest deviation;
+(4) otherwise it raises ``AssertionError`` with the size of the mismatch, where it happened and its likely cause,
+    e.g. ``x0_hat_from_score differs from eq. 6 by 0.31 at t = 200. Check the sign of the score term: ...``. The
+    cause is found by computing the usual slips on the same inputs (a flipped sign, a missing square root,
+    ``alpha_bar_t`` where eq. 7 has ``alpha_t``, noise added at the last step, ...) and naming the one that your
+    output matches (the closest, if several do); if none does, a general hint follows.
+
+Errors raised inside your function pass through unchanged: an exercise that still says
+``raise NotImplementedError`` fails its check with ``NotImplementedError``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from helpers import operators, posterior, sampling, schedule
+from helpers.models import DiffusionModel
+
+SEED = 1234          # every check draws its inputs from generators seeded from this
+BATCH = 2            # images per check: enough to catch slips that mix up the images of a batch
+IMAGE_SIZE = 32      # the side of the inputs of the checks that need no network
+SIGMA_Y = 0.05       # measurement noise of the posterior-sampling checks, model-range units
+MATCH_SLIP = dict(rtol=1e-4, atol=1e-4)   # how close your output must be to a slip to name it
+
+Slips = dict[str, Callable[[], torch.Tensor | None]]
+
+
+# ---- the comparison every check shares ----
+
+def _compare(name: str, reference: str, where: str, mine, expected: torch.Tensor, slips: Slips, fallback: str,
+             rtol: float, atol: float) -> float:
+    """Compare ``mine`` with ``expected``; return the max abs deviation, or raise ``AssertionError`` naming the slip.
+
+    ``slips`` maps a likely cause to a function computing the output that slip gives (``None`` where the slip makes
+    no difference); they are computed only after a mismatch, and the one closest to ``mine`` among those within
+    ``MATCH_SLIP`` of it is named.
+    """
+    if not isinstance(mine, torch.Tensor):
+        missing = " Is the `return` missing?" if mine is None else ""
+        raise AssertionError(f"{name} returned {type(mine).__name__} at {where}; it should return a tensor of shape "
+                             f"{tuple(expected.shape)}.{missing}")
+    if mine.requires_grad:
+        raise AssertionError(f"{name} returned a tensor that still requires grad at {where}: it drags the autograd "
+                             f"graph into the next step. Detach x0_hat before passing it on, and return plain "
+                             f"tensors (torch.autograd.grad's result is already detached).")
+    if tuple(mine.shape) != tuple(expected.shape):
+        raise AssertionError(f"{name} returned shape {tuple(mine.shape)} at {where}; {reference} gives "
+                             f"{tuple(expected.shape)}. Check which dimensions you sum or index over: every "
+                             f"operation here is elementwise or per image.")
+    mine64, expected64 = mine.detach().cpu().double(), expected.detach().cpu().double()
+    if not torch.isfinite(mine64).all():
+        raise AssertionError(f"{name} returned NaN or inf at {where}, where {reference} is finite. Look for a "
+                             f"division by zero, e.g. by 1 - alpha_bar_prev, which is 0 at the last step.")
+    deviation = (mine64 - expected64).abs()
+    max_deviation = float(deviation.max()) if deviation.numel() else 0.0
+    if bool((deviation <= atol + rtol * expected64.abs()).all()):
+        return max_deviation
+    # the slip closest to your output, among those it matches (near t = 0 several slips differ by little)
+    cause, closest = None, float("inf")
+    for candidate, compute in slips.items():
+        wrong = compute()
+        if wrong is None or tuple(wrong.shape) != tuple(mine.shape):
+            continue
+        wrong64 = wrong.detach().cpu().double()
+        distance = float((mine64 - wrong64).abs().max())
+        if torch.allclose(mine64, wrong64, **MATCH_SLIP) and distance < closest:
+            cause, closest = candidate, distance
+    explanation = cause if cause is not None else f"It matches none of the usual slips. {fallback}"
+    raise AssertionError(f"{name} differs from {reference} by {max_deviation:.2g} at {where} (largest deviation; "
+                         f"tolerance {atol:g} + {rtol:g} * |reference|). {explanation}")
+
+
+def _passed(name: str, reference: str, where: str, deviation: float) -> float:
+    print(f"✓ {name} matches {reference} at {where} (max deviation {deviation:.1e})")
+    return deviation
+
+
+def _check_function(fn, name: str) -> None:
+    if not callable(fn):
+        raise ValueError(f"{name} must be your function itself (pass {name}, without calling it); got "
+                         f"{type(fn).__name__} {fn!r:.60}.")
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, DiffusionModel):
+        raise ValueError(f"model must be the notebook's diffusion model, models.load_model(...); got "
+                         f"{type(model).__name__}.")
+
+
+def _generator(offset: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(SEED + offset)
+
+
+def _images(shape: tuple[int, ...], offset: int, device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed test images ``x0`` (uniform in [-1, 1], the model range) and noise ``z``, both of ``shape``."""
+    generator = _generator(offset)
+    x0 = torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1
+    z = torch.randn(shape, generator=generator, dtype=dtype)
+    return x0.to(device), z.to(device)
+
+
+def _eq3_slips(a: torch.Tensor, signal: torch.Tensor, z: torch.Tensor, alpha_bar: torch.Tensor, t: int,
+               signal_name: str) -> Slips:
+    """The usual slips in eq. 3, :math:`\\sqrt{\\bar\\alpha_t}\\, x + \\sqrt{1 - \\bar\\alpha_t}\\, z`."""
+    def at(index: int) -> torch.Tensor | None:
+        if not -alpha_bar.shape[0] <= index < alpha_bar.shape[0]:
+            return None
+        a_other = alpha_bar[index].to(signal.dtype)
+        return a_other.sqrt() * signal + (1 - a_other).sqrt() * z
+
+    return {
+        f"Both square roots are missing: eq. 3 scales {signal_name} by sqrt(alpha_bar_t) and z by "
+        f"sqrt(1 - alpha_bar_t).": lambda: a * signal + (1 - a) * z,
+        "Check the noise coefficient: eq. 3 scales z by sqrt(1 - alpha_bar_t), the square root of the noise "
+        "variance, not by 1 - alpha_bar_t.": lambda: a.sqrt() * signal + (1 - a) * z,
+        f"Check the signal coefficient: eq. 3 scales {signal_name} by sqrt(alpha_bar_t), not by alpha_bar_t.":
+            lambda: a * signal + (1 - a).sqrt() * z,
+        "Check the noise coefficient: it is sqrt(1 - alpha_bar_t), the root of the whole difference, not "
+        "1 - sqrt(alpha_bar_t).": lambda: a.sqrt() * signal + (1 - a.sqrt()) * z,
+        f"The two coefficients are swapped: {signal_name} gets sqrt(alpha_bar_t) and z gets sqrt(1 - alpha_bar_t).":
+            lambda: (1 - a).sqrt() * signal + a.sqrt() * z,
+        f"{signal_name} is not scaled: eq. 3 shrinks the signal by sqrt(alpha_bar_t) as it adds the noise.":
+            lambda: signal + (1 - a).sqrt() * z,
+        "Check the sign of the noise term: eq. 3 adds sqrt(1 - alpha_bar_t) z (with the same z, a minus sign gives "
+        "a different x_t).": lambda: a.sqrt() * signal - (1 - a).sqrt() * z,
+        "alpha_bar[t - 1] is used: the code's alpha_bar[t] already is the paper's alpha_bar_{t+1}, the value after "
+        "t + 1 steps of eq. 2 (notebook 00's timestep convention). Index with t itself.": lambda: at(t - 1),
+        "alpha_bar[t + 1] is used: index the schedule with t itself (notebook 00's timestep convention).":
+            lambda: at(t + 1),
+    }
+
+
+# ---- notebook 01 ----
+
+def check_forward_sample(forward_sample: Callable) -> float:
+    r"""Check ``forward_sample(x0, z, t, alpha_bar)``, one-shot sampling of the forward process, against eq. 3.
+
+    .. math:: x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, z
+
+    Reference: paper eq. 3; notebook 01, exercise 1; ``helpers.schedule.add_noise``. Inputs: two fixed
+    ``(2, 3, 32, 32)`` float32 images in [-1, 1] and noise, the paper's schedule (``schedule.linear_schedule()``,
+    float64 ``alpha_bar``), ``t`` = 0, 199, 999 (Python ints). Tolerance ``1e-6 + 1e-5 |reference|``. Returns the
+    largest deviation; raises ``AssertionError`` with the likely slip, ``ValueError`` if ``forward_sample`` is not a
+    function.
+    """
+    name, reference, steps = "forward_sample", "eq. 3", (0, 199, 999)
+    _check_function(forward_sample, name)
+    alpha_bar = schedule.linear_schedule().alpha_bar
+    x0, z = _images((BATCH, 3, IMAGE_SIZE, IMAGE_SIZE), offset=1)
+    deviation = 0.0
+    for t in steps:
+        mine = forward_sample(x0, z, t, alpha_bar)
+        expected = schedule.add_noise(x0, z, t, alpha_bar)
+        a = alpha_bar[t].to(x0.dtype)
+        deviation = max(deviation, _compare(
+            name, reference, f"t = {t}", mine, expected, _eq3_slips(a, x0, z, alpha_bar, t, "x0"),
+            "Write eq. 3 term by term: sqrt(alpha_bar[t]) * x0 + sqrt(1 - alpha_bar[t]) * z.", rtol=1e-5, atol=1e-6))
+    return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
+
+
+# ---- notebook 02 ----
+
+def check_score_from_eps(score_from_eps: Callable, model: DiffusionModel) -> float:
+    r"""Check ``score_from_eps(eps, alpha_bar_t)``, the score from the network's noise prediction.
+
+    .. math:: s_\theta(x_t, t) = -\frac{\epsilon_\theta(x_t, t)}{\sqrt{1 - \bar\alpha_t}}
+
+    Reference: the relation below paper eq. 4; notebook 02, exercise 1; ``model.score``. Inputs: fixed noisy images
+    ``(2, 3, S, S)`` at ``t`` = 50, 500, ``eps = model.eps(x_t, t)`` and ``alpha_bar_t = model.alpha_bar[t].float()``
+    (a 0-dim tensor). Tolerance ``1e-5 + 1e-5 |reference|``. Raises as :func:`check_forward_sample`, and
+    ``ValueError`` if ``model`` is not a :class:`helpers.models.DiffusionModel`.
+    """
+    name, reference, steps = "score_from_eps", "the score relation below eq. 4", (50, 500)
+    _check_function(score_from_eps, name)
+    _check_model(model)
+    x0, z = _images((BATCH, 3, model.image_size, model.image_size), offset=2, device=model.device)
+    deviation = 0.0
+    for t in steps:
+        x_t = schedule.add_noise(x0, z, t, model.alpha_bar)
+        with torch.no_grad():
+            eps, expected = model.eps(x_t, t), model.score(x_t, t)
+            a = model.alpha_bar[t].float()
+            mine = score_from_eps(eps, a)
+        slips = {
+            "Check the sign: the score points away from the predicted noise, s = -eps / sqrt(1 - alpha_bar_t).":
+                lambda: eps / (1 - a).sqrt(),
+            "The square root is missing: divide by sqrt(1 - alpha_bar_t), the standard deviation of the noise in "
+            "x_t (eq. 3), not by 1 - alpha_bar_t.": lambda: -eps / (1 - a),
+            "eps is multiplied by sqrt(1 - alpha_bar_t); the relation divides by it.":
+                lambda: -eps * (1 - a).sqrt(),
+            "sqrt(alpha_bar_t) is used; the noise in x_t has standard deviation sqrt(1 - alpha_bar_t).":
+                lambda: -eps / a.sqrt(),
+        }
+        deviation = max(deviation, _compare(
+            name, reference, f"t = {t}", mine, expected, slips,
+            "The score is the predicted noise, with a minus sign, divided by sqrt(1 - alpha_bar_t).",
+            rtol=1e-5, atol=1e-5))
+    return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
+
+
+def check_posterior_mean(posterior_mean: Callable, model: DiffusionModel) -> float:
+    r"""Check ``posterior_mean(x_t, x0_hat, alpha_bar_t, alpha_bar_prev)``, the mean of the reverse step (eq. 7).
+
+    .. math:: \mu = \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t
+              + \frac{\sqrt{\bar\alpha_{t-1}}(1-\alpha_t)}{1-\bar\alpha_t} \hat x_0,
+              \qquad \alpha_t = \bar\alpha_t / \bar\alpha_{t-1}
+
+    Reference: paper eq. 7 (with :math:`\sqrt{\alpha_t}`, not the pseudocode's :math:`\sqrt{\bar\alpha_t}`);
+    notebook 02, exercise 2; the coefficients of ``sampling.ddpm_step``: its output with ``clip_x0=False`` and the
+    given ``x0_hat``, minus its noise term :math:`\sqrt{\beta_t} z` (``z`` drawn again from a generator seeded alike).
+    Inputs: fixed ``(2, 3, S, S)`` tensors ``x_t`` and ``x0_hat`` in the schedule's dtype (float64; float32 on MPS),
+    ``alpha_bar_t = model.alpha_bar[t]`` and ``alpha_bar_prev = model.alpha_bar[t - 1]`` (1 at ``t = 0``) as 0-dim
+    tensors, ``t`` = 999, 500, 50, 0. Tolerance ``1e-6 + 1e-5 |reference|``.
+    """
+    name, reference, steps = "posterior_mean", "eq. 7", (999, 500, 50, 0)
+    _check_function(posterior_mean, name)
+    _check_model(model)
+    dtype = model.alpha_bar.dtype
+    shape = (BATCH, 3, model.image_size, model.image_size)
+    x0_hat, _ = _images(shape, offset=3, device=model.device, dtype=dtype)
+    deviation = 0.0
+    for t in steps:
+        x_t = torch.randn(shape, generator=_generator(4 + t), dtype=dtype).to(model.device)
+        a_t = model.alpha_bar[t]
+        a_prev = model.alpha_bar[t - 1] if t > 0 else torch.ones_like(a_t)
+        mine = posterior_mean(x_t, x0_hat, a_t, a_prev)
+        # the reference: ddpm_step's x_prev without its noise term sqrt(beta_t) z (variance="beta")
+        with torch.no_grad():
+            x_prev, _ = sampling.ddpm_step(model, x_t, t, t - 1, _generator(5), variance="beta", clip_x0=False,
+                                           x0_hat=x0_hat)
+        if t > 0:
+            x_prev = x_prev - (1 - a_t / a_prev).sqrt() * sampling.randn(shape, _generator(5), like=x_t)
+        expected = x_prev
+        alpha_t = a_t / a_prev
+
+        def eq7(coef_x_t: torch.Tensor, coef_x0: torch.Tensor) -> torch.Tensor:
+            return coef_x_t * x_t + coef_x0 * x0_hat
+
+        right_x_t = alpha_t.sqrt() * (1 - a_prev) / (1 - a_t)
+        right_x0 = a_prev.sqrt() * (1 - alpha_t) / (1 - a_t)
+        slips = {
+            "x_t is weighted with sqrt(alpha_bar_t), the erratum of the paper's pseudocode (notebook 02, section 4); "
+            "eq. 7 has sqrt(alpha_t), with alpha_t = alpha_bar_t / alpha_bar_prev.":
+                lambda: eq7(a_t.sqrt() * (1 - a_prev) / (1 - a_t), right_x0),
+            "alpha_bar_t is used where alpha_t = alpha_bar_t / alpha_bar_prev belongs (in both weights).":
+                lambda: eq7(a_t.sqrt() * (1 - a_prev) / (1 - a_t), a_prev.sqrt() * (1 - a_t) / (1 - a_t)),
+            "The two weights are swapped: x_t gets sqrt(alpha_t)(1 - alpha_bar_prev) / (1 - alpha_bar_t), x0_hat gets "
+            "sqrt(alpha_bar_prev)(1 - alpha_t) / (1 - alpha_bar_t).":
+                lambda: right_x0 * x_t + right_x_t * x0_hat,
+            "Check the weight on x0_hat: it has sqrt(alpha_bar_prev), not alpha_bar_prev.":
+                lambda: eq7(right_x_t, a_prev * (1 - alpha_t) / (1 - a_t)),
+            "Check the weight on x_t: it has sqrt(alpha_t), not alpha_t.":
+                lambda: eq7(alpha_t * (1 - a_prev) / (1 - a_t), right_x0),
+            "The division by 1 - alpha_bar_t is missing (both weights have it).":
+                lambda: eq7(right_x_t * (1 - a_t), right_x0 * (1 - a_t)),
+        }
+        deviation = max(deviation, _compare(
+            name, reference, f"t = {t}", mine, expected, slips,
+            "Compute alpha_t = alpha_bar_t / alpha_bar_prev first, then the two weights of eq. 7 one by one.",
+            rtol=1e-5, atol=1e-6))
+    return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
+
+
+# ---- notebook 03 ----
+
+def check_x0_hat(x0_hat_from_score: Callable, model: DiffusionModel) -> float:
+    r"""Check ``x0_hat_from_score(x_t, score, alpha_bar_t)``, the single-step estimate of the clean image (eq. 6).
+
+    .. math:: \hat x_0 = \frac{1}{\sqrt{\bar\alpha_t}} \left(x_t + (1 - \bar\alpha_t)\, s_\theta(x_t, t)\right)
+
+    Reference: paper eq. 6; notebook 03, exercise 1; ``model.x0_hat``. Inputs: fixed noisy images ``(2, 3, S, S)``
+    (float32) at ``t`` = 50, 200, 700, ``score = model.score(x_t, t)`` and ``alpha_bar_t = model.alpha_bar[t]`` (a
+    0-dim tensor). Tolerance ``1e-5 + 1e-5 |reference|``.
+    """
+    name, reference, steps = "x0_hat_from_score", "eq. 6", (50, 200, 700)
+    _check_function(x0_hat_from_score, name)
+    _check_model(model)
+    x0, z = _images((BATCH, 3, model.image_size, model.image_size), offset=6, device=model.device)
+    deviation = 0.0
+    for t in steps:
+        x_t = schedule.add_noise(x0, z, t, model.alpha_bar)
+        with torch.no_grad():
+            score, expected = model.score(x_t, t), model.x0_hat(x_t, t)
+            a = model.alpha_bar[t]
+            mine = x0_hat_from_score(x_t, score, a)
+            af = a.to(x_t.dtype)
+        slips = {
+            "Check the sign of the score term: eq. 6 adds (1 - alpha_bar_t) * score to x_t (the score points towards "
+            "the data).": lambda: (x_t - (1 - af) * score) / af.sqrt(),
+            "The bracket is divided by alpha_bar_t; eq. 6 divides by its square root, sqrt(alpha_bar_t).":
+                lambda: (x_t + (1 - af) * score) / af,
+            "The score is scaled by sqrt(1 - alpha_bar_t); eq. 6 scales it by the variance 1 - alpha_bar_t, no root.":
+                lambda: (x_t + (1 - af).sqrt() * score) / af.sqrt(),
+            "This is the noise form of eq. 6, (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), with the score "
+            "in place of eps; written with the score the term is + (1 - alpha_bar_t) * score.":
+                lambda: (x_t - (1 - af).sqrt() * score) / af.sqrt(),
+            "The division by sqrt(alpha_bar_t) is missing.": lambda: x_t + (1 - af) * score,
+            "Only the score term is divided by sqrt(alpha_bar_t); eq. 6 divides the whole bracket.":
+                lambda: x_t + (1 - af) * score / af.sqrt(),
+        }
+        deviation = max(deviation, _compare(
+            name, reference, f"t = {t}", mine, expected, slips,
+            "Compare your line with eq. 6 piece by piece: the bracket x_t + (1 - alpha_bar_t) * score first, then the "
+            "division by sqrt(alpha_bar_t).", rtol=1e-5, atol=1e-5))
+    return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
+
+
+# ---- notebook 04 ----
+
+def check_ddpm_step(ddpm_step_mine: Callable, model: DiffusionModel) -> float:
+    r"""Check ``ddpm_step_mine(model, x_t, t, z, variance)``, one reverse DDPM step with the noise ``z`` given.
+
+    (1) :math:`\hat x_0` by eq. 6, clipped to [-1, 1]; (2) the mean by eq. 7 (with :math:`\sqrt{\alpha_t}`);
+    (3) :math:`+ \sigma_t z` with :math:`\sigma_t^2 = \beta_t` (``"beta"``) or
+    :math:`\tilde\beta_t = \beta_t (1-\bar\alpha_{t-1})/(1-\bar\alpha_t)` (``"beta_tilde"``), except at ``t = 0``.
+
+    Reference: paper eqs. 6-7 and the DDPM pseudocode; notebook 04's exercise; ``sampling.ddpm_step(model, x_t, t,
+    t - 1, generator, variance)``, whose noise is the ``z`` passed to your function (drawn with ``sampling.randn``
+    from a generator seeded alike). Inputs: fixed noisy images ``(2, 3, S, S)`` at ``t`` = 999, 500, 50, 0, each with
+    both variances. Tolerance ``1e-5 + 1e-5 |reference|``.
+    """
+    name, reference, steps = "ddpm_step_mine", "eqs. 6-7 (sampling.ddpm_step)", (999, 500, 50, 0)
+    _check_function(ddpm_step_mine, name)
+    _check_model(model)
+    shape = (BATCH, 3, model.image_size, model.image_size)
+    x0, _ = _images(shape, offset=7, device=model.device)
+    deviation = 0.0
+    for t in steps:
+        noise = torch.randn(shape, generator=_generator(8 + t)).to(model.device)
+        x_t = schedule.add_noise(x0, noise, t, model.alpha_bar)
+        z = sampling.randn(shape, _generator(9), like=x_t)            # the draw ddpm_step makes from _generator(9)
+        with torch.no_grad():
+            x0_hat = model.x0_hat(x_t, t)
+        for variance in ("beta", "beta_tilde"):
+            with torch.no_grad():
+                mine = ddpm_step_mine(model, x_t, t, z, variance)
+                expected, _ = sampling.ddpm_step(model, x_t, t, t - 1, _generator(9), variance, x0_hat=x0_hat)
+            a_t = model.alpha_bar[t]
+            a_prev = model.alpha_bar[t - 1] if t > 0 else torch.ones_like(a_t)
+            alpha_t = a_t / a_prev
+            variances = {"beta": 1 - alpha_t, "beta_tilde": (1 - alpha_t) * (1 - a_prev) / (1 - a_t)}
+            sigma = {key: value.sqrt().to(x_t.dtype) for key, value in variances.items()}
+            other = "beta_tilde" if variance == "beta" else "beta"
+            coef_x0 = (a_prev.sqrt() * (1 - alpha_t) / (1 - a_t)).to(x_t.dtype)
+            coef_x_t = ((1 - a_prev) / (1 - a_t)).to(x_t.dtype)
+            noisy = t > 0
+
+            def shifted(offset: torch.Tensor | None, expected=expected) -> torch.Tensor | None:
+                return None if offset is None else expected + offset
+
+            slips = {
+                "x0_hat is not clipped to [-1, 1]; ddpm_step clips it before eq. 7 (x0_hat.clamp(-1, 1)).":
+                    lambda: shifted(coef_x0 * (x0_hat - x0_hat.clamp(-1, 1))),
+                "x_t is weighted with sqrt(alpha_bar_t), the erratum of the paper's pseudocode (notebook 02); eq. 7 "
+                "has sqrt(alpha_t), with alpha_t = alpha_bar_t / alpha_bar_prev.":
+                    lambda: shifted((a_t.sqrt() - alpha_t.sqrt()).to(x_t.dtype) * coef_x_t * x_t),
+                "The noise term sigma_t z is missing.": lambda: shifted(-sigma[variance] * z if noisy else None),
+                "Noise was added at t = 0: the last step adds none (the paper's z = 0 at t = 1).":
+                    lambda: shifted(sigma["beta"] * z if not noisy else None),
+                f"sigma_t^2 is the other variance ({other!r}), but variance={variance!r} asks for "
+                f"{'beta_t' if variance == 'beta' else 'beta_tilde_t'}.":
+                    lambda: shifted((sigma[other] - sigma[variance]) * z if noisy else None),
+                "The noise is scaled by the variance sigma_t^2; scale it by the standard deviation sigma_t, its square "
+                "root.": lambda: shifted((sigma[variance] ** 2 - sigma[variance]) * z if noisy else None),
+                "Check the sign of the noise term: ddpm_step adds + sigma_t z (with the same z, the sign matters).":
+                    lambda: shifted(-2 * sigma[variance] * z if noisy else None),
+            }
+            deviation = max(deviation, _compare(
+                name, reference, f"t = {t}, variance = {variance!r}", mine, expected, slips,
+                "Build the step in three parts, as ddpm_step does: (1) x0_hat by eq. 6, clipped to [-1, 1]; (2) the "
+                "mean by eq. 7, with sqrt(alpha_t) on x_t; (3) + sigma_t z, except at t = 0.", rtol=1e-5, atol=1e-5))
+    where = f"t = {', '.join(map(str, steps))} with both variances"
+    return _passed(name, reference, where, deviation)
+
+
+# ---- notebook 05 ----
+
+def check_sdedit_start(sdedit_start: Callable) -> float:
+    r"""Check ``sdedit_start(y, t_start, z, alpha_bar)``, SDEdit's start point: the measurement noised by eq. 3.
+
+    .. math:: x_{t_0} = \sqrt{\bar\alpha_{t_0}}\, y + \sqrt{1 - \bar\alpha_{t_0}}\, z
+
+    Reference: paper eq. 3 and Sec. IV-C-1; notebook 05, exercise 1; ``schedule.add_noise``, as in
+    ``sampling.sdedit``. Inputs: a fixed box-inpainting measurement of two ``(2, 3, 32, 32)`` images (float32,
+    ``sigma_y = 0.05``), noise ``z``, the paper's ``alpha_bar`` (float64), ``t_start`` = 250, 500, 750 (Python ints).
+    Tolerance ``1e-6 + 1e-5 |reference|``.
+    """
+    name, reference, steps = "sdedit_start", "eq. 3", (250, 500, 750)
+    _check_function(sdedit_start, name)
+    alpha_bar = schedule.linear_schedule().alpha_bar
+    x0, z = _images((BATCH, 3, IMAGE_SIZE, IMAGE_SIZE), offset=10)
+    y = operators.box_inpainting(IMAGE_SIZE, box_size=12).measure(x0, SIGMA_Y, _generator(11))
+    deviation = 0.0
+    for t_start in steps:
+        mine = sdedit_start(y, t_start, z, alpha_bar)
+        expected = schedule.add_noise(y, z, t_start, alpha_bar)
+        a = alpha_bar[t_start].to(y.dtype)
+        deviation = max(deviation, _compare(
+            name, reference, f"t_start = {t_start}", mine, expected, _eq3_slips(a, y, z, alpha_bar, t_start, "y"),
+            "SDEdit's start is eq. 3 with y in place of x0: sqrt(alpha_bar[t_start]) * y + "
+            "sqrt(1 - alpha_bar[t_start]) * z.", rtol=1e-5, atol=1e-6))
+    return _passed(name, reference, f"t_start = {', '.join(map(str, steps))}", deviation)
+
+
+# ---- notebook 06 ----
+
+def _posterior_inputs(model: DiffusionModel, t: int, offset: int
+                      ) -> tuple[operators.GaussianBlur, torch.Tensor, torch.Tensor]:
+    """The deblurring problem of the posterior checks: ``(op, x_t, y)``, ``x_t`` noised to ``t`` by eq. 3.
+
+    A blur, because its adjoint is not the blur itself (reflect padding): that catches ``A`` used for ``A^H``.
+    """
+    op = operators.GaussianBlur(kernel_size=7, sigma=1.0)
+    shape = (BATCH, 3, model.image_size, model.image_size)
+    x0, z = _images(shape, offset=offset, device=model.device)
+    y = op.measure(x0, SIGMA_Y, _generator(offset + 1))
+    return op, schedule.add_noise(x0, z, t, model.alpha_bar), y
+
+
+def check_score_ald_update(score_ald_update: Callable, model: DiffusionModel) -> float:
+    r"""Check ``score_ald_update(model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y)``, one ScoreALD step.
+
+    .. math:: x_{t-1} = x'_{t-1} - \frac{1}{\sigma_y^2 + \gamma_t^2} \nabla_{x_t} \|\mathcal{A} x_t - y\|^2,
+              \qquad \nabla_{x_t} \|\mathcal{A} x_t - y\|^2 = 2 \mathcal{A}^H (\mathcal{A} x_t - y)
+
+    with :math:`x'_{t-1}` from ``sampling.ddpm_step`` (eqs. 6-7). Reference: paper Sec. III-C, ScoreALD pseudocode;
+    notebook 06, exercise 1; ``posterior.score_ald_step``. Inputs: two fixed images blurred (7 x 7, sigma 1 px) with
+    noise ``sigma_y = 0.05``, ``x_t`` noised by eq. 3, ``gamma_t = posterior.score_ald_gamma(model, t, 1.5)``, steps
+    ``(t, t_prev)`` = (300, 280) and (0, -1), the generator seeded alike for both. Tolerance
+    ``1e-5 + 1e-5 |reference|``.
+    """
+    name, reference = "score_ald_update", "the ScoreALD step (posterior.score_ald_step)"
+    _check_function(score_ald_update, name)
+    _check_model(model)
+    cases = ((300, 280), (0, -1))
+    deviation = 0.0
+    for t, t_prev in cases:
+        op, x_t, y = _posterior_inputs(model, t, offset=20)
+        gamma_t = posterior.score_ald_gamma(model, t, 1.5)
+        with torch.no_grad():
+            mine = score_ald_update(model, op, x_t, y, t, t_prev, _generator(22), gamma_t, SIGMA_Y)
+            expected, _ = posterior.score_ald_step(model, op, x_t, y, t, t_prev, _generator(22), gamma_t, SIGMA_Y)
+            x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, _generator(22))
+        misfit = op.A(x_t) - y
+        step = 1 / (SIGMA_Y ** 2 + gamma_t ** 2)
+        slips = {
+            "The factor 2 is missing: the gradient of the squared norm ||A x_t - y||^2 is 2 A^H (A x_t - y).":
+                lambda: x_prev - step * op.A_adjoint(misfit),
+            "Check the sign of the data step: it goes down the misfit, x'_{t-1} - grad / (sigma_y^2 + gamma_t^2), "
+            "with grad = 2 A^H (A x_t - y).": lambda: x_prev + 2 * step * op.A_adjoint(misfit),
+            "A is used where its adjoint belongs: the gradient is 2 op.A_adjoint(op.A(x_t) - y).":
+                lambda: x_prev - 2 * step * op.A(misfit),
+            "The misfit is taken at x'_{t-1}; the pseudocode differentiates ||A x_t - y||^2 at x_t.":
+                lambda: x_prev - 2 * step * op.A_adjoint(op.A(x_prev) - y),
+            "The denominator is (sigma_y + gamma_t)^2; the pseudocode has sigma_y^2 + gamma_t^2.":
+                lambda: x_prev - 2 * op.A_adjoint(misfit) / (SIGMA_Y + gamma_t) ** 2,
+            "The denominator is sigma_y^2 + gamma_t; square gamma_t too: sigma_y^2 + gamma_t^2.":
+                lambda: x_prev - 2 * op.A_adjoint(misfit) / (SIGMA_Y ** 2 + gamma_t),
+            "The data step is missing: that is plain DDPM.": lambda: x_prev,
+        }
+        deviation = max(deviation, _compare(
+            name, reference, f"t = {t} -> t_prev = {t_prev}", mine, expected, slips,
+            "Start from x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, generator), then subtract "
+            "2 A^H(A x_t - y) / (sigma_y^2 + gamma_t^2), with op.A and op.A_adjoint.", rtol=1e-5, atol=1e-5))
+    return _passed(name, reference, ", ".join(f"t = {t} -> {t_prev}" for t, t_prev in cases), deviation)
+
+
+def check_dps_update(dps_update: Callable, model: DiffusionModel) -> float:
+    r"""Check ``dps_update(model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y)``, one DPS step as printed.
+
+    .. math:: x_{t-1} = x'_{t-1} - \frac{\zeta_t}{2 \sigma_y^2} \nabla_{x_t} \|\mathcal{A}(\hat x_0) - y\|^2
+
+    with :math:`\hat x_0` by eq. 6 (clipped), the gradient through the network, the squared norm per image and
+    :math:`x'_{t-1}` from ``sampling.ddpm_step`` with the same :math:`\hat x_0`. Reference: paper Sec. III-C, DPS
+    pseudocode; notebook 06, exercise 2; ``posterior.dps_step(..., step="paper")``. Inputs as in
+    :func:`check_score_ald_update`, ``zeta_t = 1e-3``, steps ``(t, t_prev)`` = (300, 280) and (50, 30). Tolerance
+    ``1e-5 + 1e-5 |reference|`` on the CPU; ``1e-3 + 1e-3 |reference|`` on a GPU or MPS, where autograd through the
+    network need not be bitwise reproducible (and runs in bfloat16 on CUDA's fast path). The wrong variants
+    recognised include the DPS code's slip of coupling the images of a batch: a norm (or a mean) taken over the
+    whole batch instead of per image.
+    """
+    name, reference = "dps_update", "the DPS step as printed (posterior.dps_step, step='paper')"
+    _check_function(dps_update, name)
+    _check_model(model)
+    cases, zeta_t = ((300, 280), (50, 30)), 1e-3
+    # on a GPU the backward pass may sum in a different order from call to call, and the fast path runs the U-Net in
+    # bfloat16: two correct gradients then agree to about 1e-3, not to float32 precision (not yet measured on a GPU)
+    tolerance = 1e-5 if model.device.type == "cpu" else 1e-3
+    deviation = 0.0
+    for t, t_prev in cases:
+        op, x_t, y = _posterior_inputs(model, t, offset=30)
+        mine = dps_update(model, op, x_t, y, t, t_prev, _generator(32), zeta_t, SIGMA_Y)
+        expected, _ = posterior.dps_step(model, op, x_t, y, t, t_prev, _generator(32), zeta_t, sigma_y=SIGMA_Y,
+                                         step="paper")
+
+        def variant(clip: bool = True, loss: str = "squared", wrt: str = "x_t", scale: float = 1 / (2 * SIGMA_Y ** 2),
+                    t=t, t_prev=t_prev, op=op, x_t=x_t, y=y) -> torch.Tensor:
+            with torch.enable_grad():
+                leaf = x_t.detach().requires_grad_()
+                x0_hat = model.x0_hat(leaf, t)
+                x0_hat = x0_hat.clamp(-1, 1) if clip else x0_hat
+                residual = (op.A(x0_hat) - y).flatten(1)
+                value = {"squared": residual.pow(2).sum(dim=1), "norm": residual.norm(dim=1),
+                         "pixel mean": residual.pow(2).mean(dim=1), "batch mean": residual.pow(2).sum(dim=1).mean(),
+                         "batch norm": residual.norm()}[loss]
+                (grad,) = torch.autograd.grad(value.sum(), leaf if wrt == "x_t" else x0_hat)
+            x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, _generator(32), x0_hat=x0_hat.detach())
+            return x_prev - zeta_t * scale * grad
+
+        slips = {
+            "x0_hat is not clipped to [-1, 1] before the misfit (use x0_hat.clamp(-1, 1), not clamp_).":
+                lambda: variant(clip=False),
+            "Check the sign of the data step: it goes down the misfit, x'_{t-1} - zeta_t / (2 sigma_y^2) * grad.":
+                lambda: variant(scale=-1 / (2 * SIGMA_Y ** 2)),
+            "This is the gradient of the norm ||A(x0_hat) - y||, not of the squared norm the pseudocode uses.":
+                lambda: variant(loss="norm"),
+            "The norm is taken over the whole batch, as in the official DPS code; that couples the images. Take the "
+            "squared norm per image (sum over dim=1 after flatten(1)).": lambda: variant(loss="batch norm"),
+            "The per-image losses are averaged over the batch (mean()); sum them, so that each image gets its own "
+            "full gradient.": lambda: variant(loss="batch mean"),
+            "The misfit is a mean over pixels; the pseudocode's squared norm is a sum.":
+                lambda: variant(loss="pixel mean"),
+            "The gradient is taken with respect to x0_hat; DPS differentiates with respect to x_t, through the "
+            "network (torch.autograd.grad(loss, x_t_leaf)).": lambda: variant(wrt="x0_hat"),
+            "The step is zeta_t / sigma_y^2; the pseudocode has zeta_t / (2 sigma_y^2).":
+                lambda: variant(scale=1 / SIGMA_Y ** 2),
+        }
+        deviation = max(deviation, _compare(
+            name, reference, f"t = {t} -> t_prev = {t_prev}", mine, expected, slips,
+            "Follow the four numbered steps: inside torch.enable_grad(), x_t.detach().requires_grad_() is the leaf to "
+            "differentiate, and torch.autograd.grad(loss, leaf) returns a tuple.", rtol=tolerance, atol=tolerance))
+    return _passed(name, reference, ", ".join(f"t = {t} -> {t_prev}" for t, t_prev in cases), deviation)

@@ -1,0 +1,351 @@
+"""helpers.exercises: the notebooks' own solutions pass every check; each usual slip fails with its own message.
+
+Test (b) of the teaching version: the solution cells of the source notebooks, run as they are, pass their checks (the
+whole notebooks also run under nbval). Test (c): a deliberately wrong solution (a flipped sign, a missing square
+root, the pseudocode's erratum, a batch-wide norm, ...) fails the matching check, and the message names the slip.
+"""
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+
+import nbformat
+import pytest
+import torch
+
+from helpers import exercises, models, posterior, sampling, schedule
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+
+# exercise function -> (notebook, check, whether the check takes the model)
+EXERCISES = {
+    "forward_sample": ("01_forward_process.ipynb", exercises.check_forward_sample, False),
+    "score_from_eps": ("02_x0_identities.ipynb", exercises.check_score_from_eps, True),
+    "posterior_mean": ("02_x0_identities.ipynb", exercises.check_posterior_mean, True),
+    "x0_hat_from_score": ("03_single_step_denoising.ipynb", exercises.check_x0_hat, True),
+    "ddpm_step_mine": ("04_ddpm_sampling.ipynb", exercises.check_ddpm_step, True),
+    "sdedit_start": ("05_sdedit.ipynb", exercises.check_sdedit_start, False),
+    "score_ald_update": ("06_posterior_sampling.ipynb", exercises.check_score_ald_update, True),
+    "dps_update": ("06_posterior_sampling.ipynb", exercises.check_dps_update, True),
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.load_model("faces", device="cpu")
+
+
+def notebook_functions(notebook: str) -> dict:
+    """Every function a notebook defines in cells that hold only definitions (and imports), executed as they are."""
+    namespace = {"torch": torch, "sampling": sampling, "schedule": schedule, "posterior": posterior}
+    for cell in nbformat.read(NOTEBOOKS / notebook, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            body = ast.parse(cell.source).body
+        except SyntaxError:  # IPython syntax (!git, %pip): the Colab cell, never a definition
+            continue
+        if body and all(isinstance(node, (ast.FunctionDef, ast.Import, ast.ImportFrom)) for node in body):
+            exec(compile(cell.source, f"{notebook}:{cell.get('id')}", "exec"), namespace)
+    return namespace
+
+
+def run_check(name: str, fn, model):
+    _, check, needs_model = EXERCISES[name]
+    return check(fn, model) if needs_model else check(fn)
+
+
+# ---- (b) the notebooks' solutions pass ----
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_the_notebook_solution_passes_its_check(name, model, capsys):
+    notebook = EXERCISES[name][0]
+    functions = notebook_functions(notebook)
+    assert name in functions, f"{notebook} defines no function {name} in a definitions-only cell"
+    deviation = run_check(name, functions[name], model)
+    line = capsys.readouterr().out
+    assert line.startswith(f"✓ {name} matches") and f"max deviation {deviation:.1e}" in line
+    assert deviation < 1e-5
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("forward_sample", lambda x0, z, t, alpha_bar: schedule.add_noise(x0, z, t, alpha_bar)),
+    ("sdedit_start", lambda y, t_start, z, alpha_bar: schedule.add_noise(y, z, t_start, alpha_bar)),
+    ("score_ald_update", lambda model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y:
+        posterior.score_ald_step(model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y)[0]),
+    ("dps_update", lambda model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y:
+        posterior.dps_step(model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y=sigma_y, step="paper")[0]),
+])
+def test_the_helpers_reference_passes_exactly(name, reference, model):
+    assert run_check(name, reference, model) == 0.0
+
+
+# ---- (c) wrong solutions fail, naming the slip ----
+
+def eq3(signal, z, a, slip=None):
+    """Eq. 3 for a 0-dim tensor ``a``, with one of the usual slips."""
+    a = a.to(signal.dtype)
+    return {None: a.sqrt() * signal + (1 - a).sqrt() * z,
+            "no roots": a * signal + (1 - a) * z,
+            "noise variance": a.sqrt() * signal + (1 - a) * z,
+            "one minus root": a.sqrt() * signal + (1 - a.sqrt()) * z,
+            "swapped": (1 - a).sqrt() * signal + a.sqrt() * z,
+            "unscaled": signal + (1 - a).sqrt() * z,
+            "minus": a.sqrt() * signal - (1 - a).sqrt() * z}[slip]
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("no roots", "Both square roots are missing"),
+    ("noise variance", "the square root of the noise variance, not by 1 - alpha_bar_t"),
+    ("one minus root", "not 1 - sqrt(alpha_bar_t)"),
+    ("swapped", "The two coefficients are swapped"),
+    ("unscaled", "x0 is not scaled"),
+    ("minus", "Check the sign of the noise term"),
+])
+def test_forward_sample_slips(slip, message):
+    def forward_sample(x0, z, t, alpha_bar):
+        return eq3(x0, z, alpha_bar[t], slip)
+
+    with pytest.raises(AssertionError, match=r"forward_sample differs from eq\. 3 by [0-9.e+-]+ at t = 0 ") as info:
+        exercises.check_forward_sample(forward_sample)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("offset, message", [(-1, "alpha_bar[t - 1] is used"), (1, "alpha_bar[t + 1] is used")])
+def test_forward_sample_off_by_one_names_the_timestep_convention(offset, message):
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        exercises.check_forward_sample(lambda x0, z, t, alpha_bar: eq3(x0, z, alpha_bar[t + offset]))
+
+
+def test_sdedit_start_slip_names_y():
+    with pytest.raises(AssertionError, match=r"sdedit_start differs from eq\. 3 .* at t_start = 250 .*y is not scaled"):
+        exercises.check_sdedit_start(lambda y, t_start, z, alpha_bar: eq3(y, z, alpha_bar[t_start], "unscaled"))
+
+
+def test_an_unknown_mistake_gets_the_general_hint():
+    with pytest.raises(AssertionError, match="It matches none of the usual slips. Write eq. 3 term by term"):
+        exercises.check_forward_sample(lambda x0, z, t, alpha_bar: 0.5 * x0)
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("sign", "Check the sign: the score points away from the predicted noise"),
+    ("no root", "The square root is missing"),
+    ("multiplied", "eps is multiplied by sqrt(1 - alpha_bar_t)"),
+    ("alpha_bar", "sqrt(alpha_bar_t) is used"),
+])
+def test_score_from_eps_slips(slip, message, model):
+    def score_from_eps(eps, a):
+        return {"sign": eps / (1 - a).sqrt(), "no root": -eps / (1 - a), "multiplied": -eps * (1 - a).sqrt(),
+                "alpha_bar": -eps / a.sqrt()}[slip]
+
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        exercises.check_score_from_eps(score_from_eps, model)
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("erratum", "x_t is weighted with sqrt(alpha_bar_t), the erratum of the paper's pseudocode"),
+    ("alpha_bar everywhere", "alpha_bar_t is used where alpha_t = alpha_bar_t / alpha_bar_prev belongs"),
+    ("swapped", "The two weights are swapped"),
+    ("no root prev", "it has sqrt(alpha_bar_prev), not alpha_bar_prev"),
+    ("no root alpha", "it has sqrt(alpha_t), not alpha_t"),
+    ("no division", "The division by 1 - alpha_bar_t is missing"),
+])
+def test_posterior_mean_slips(slip, message, model):
+    def posterior_mean(x_t, x0_hat, a_t, a_prev):
+        alpha_t = a_t / a_prev
+        w_x_t, w_x0 = alpha_t.sqrt() * (1 - a_prev) / (1 - a_t), a_prev.sqrt() * (1 - alpha_t) / (1 - a_t)
+        if slip == "erratum":
+            w_x_t = a_t.sqrt() * (1 - a_prev) / (1 - a_t)
+        elif slip == "alpha_bar everywhere":
+            w_x_t, w_x0 = a_t.sqrt() * (1 - a_prev) / (1 - a_t), a_prev.sqrt() * (1 - a_t) / (1 - a_t)
+        elif slip == "swapped":
+            w_x_t, w_x0 = w_x0, w_x_t
+        elif slip == "no root prev":
+            w_x0 = a_prev * (1 - alpha_t) / (1 - a_t)
+        elif slip == "no root alpha":
+            w_x_t = alpha_t * (1 - a_prev) / (1 - a_t)
+        elif slip == "no division":
+            w_x_t, w_x0 = w_x_t * (1 - a_t), w_x0 * (1 - a_t)
+        return w_x_t * x_t + w_x0 * x0_hat
+
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        exercises.check_posterior_mean(posterior_mean, model)
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("sign", "Check the sign of the score term: eq. 6 adds (1 - alpha_bar_t) * score to x_t"),
+    ("no root", "eq. 6 divides by its square root"),
+    ("root on score", "eq. 6 scales it by the variance 1 - alpha_bar_t, no root"),
+    ("noise form", "This is the noise form of eq. 6"),
+    ("no division", "The division by sqrt(alpha_bar_t) is missing"),
+    ("only score divided", "eq. 6 divides the whole bracket"),
+])
+def test_x0_hat_slips(slip, message, model):
+    def x0_hat_from_score(x_t, score, a):
+        return {"sign": (x_t - (1 - a) * score) / a.sqrt(), "no root": (x_t + (1 - a) * score) / a,
+                "root on score": (x_t + (1 - a).sqrt() * score) / a.sqrt(),
+                "noise form": (x_t - (1 - a).sqrt() * score) / a.sqrt(),
+                "no division": x_t + (1 - a) * score, "only score divided": x_t + (1 - a) * score / a.sqrt()}[slip]
+
+    with pytest.raises(AssertionError, match=r"x0_hat_from_score differs from eq\. 6 by [0-9.e+-]+ at t = 50 ") as info:
+        exercises.check_x0_hat(x0_hat_from_score, model)
+    assert message in str(info.value)
+
+
+def ddpm_step_with(slip):
+    """A DDPM step (eq. 6 clipped, eq. 7, + sigma_t z except at t = 0) with one of the usual slips."""
+    def ddpm_step_mine(model, x_t, t, z, variance):
+        a_t = model.alpha_bar[t]
+        a_prev = model.alpha_bar[t - 1] if t > 0 else torch.ones_like(a_t)
+        alpha_t = a_t / a_prev
+        x0_hat = model.x0_hat(x_t, t)
+        if slip != "no clip":
+            x0_hat = x0_hat.clamp(-1, 1)
+        root = a_t.sqrt() if slip == "erratum" else alpha_t.sqrt()
+        x_prev = (root * (1 - a_prev) * x_t + a_prev.sqrt() * (1 - alpha_t) * x0_hat) / (1 - a_t)
+        beta, beta_tilde = 1 - alpha_t, (1 - alpha_t) * (1 - a_prev) / (1 - a_t)
+        if slip == "other variance":
+            variance = "beta" if variance == "beta_tilde" else "beta_tilde"
+        sigma = (beta if variance == "beta" else beta_tilde).sqrt()
+        if slip == "variance as std":
+            sigma = sigma ** 2
+        if slip == "minus":
+            sigma = -sigma
+        if (t > 0 and slip != "no noise") or slip == "noise at 0":
+            x_prev = x_prev + (sigma if t > 0 else beta.sqrt()) * z
+        return x_prev.float()
+    return ddpm_step_mine
+
+
+def test_the_ddpm_step_written_here_passes(model):
+    assert exercises.check_ddpm_step(ddpm_step_with(None), model) < 1e-5
+
+
+@pytest.mark.parametrize("slip, where, message", [
+    ("no clip", "t = 999", "x0_hat is not clipped to [-1, 1]"),
+    ("erratum", "t = 999", "the erratum of the paper's pseudocode"),
+    ("no noise", "t = 999", "The noise term sigma_t z is missing"),
+    ("noise at 0", "t = 0", "Noise was added at t = 0"),
+    ("other variance", "t = 500, variance = 'beta'", "sigma_t^2 is the other variance ('beta_tilde')"),
+    ("variance as std", "t = 999", "The noise is scaled by the variance sigma_t^2"),
+    ("minus", "t = 999", "Check the sign of the noise term"),
+])
+def test_ddpm_step_slips(slip, where, message, model):
+    with pytest.raises(AssertionError, match=f"ddpm_step_mine differs .* at {re.escape(where)}[ ,]") as info:
+        exercises.check_ddpm_step(ddpm_step_with(slip), model)
+    assert message in str(info.value)
+
+
+def score_ald_with(slip):
+    def score_ald_update(model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y):
+        x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, generator)
+        at = x_prev if slip == "misfit at x_prev" else x_t
+        back = op.A if slip == "A for adjoint" else op.A_adjoint
+        grad = (1 if slip == "no factor 2" else 2) * back(op.A(at) - y)
+        denominator = {"squared sum": sigma_y ** 2 + gamma_t ** 2, "square of sum": (sigma_y + gamma_t) ** 2,
+                       "gamma not squared": sigma_y ** 2 + gamma_t}
+        step = grad / denominator.get(slip, denominator["squared sum"])
+        return {"sign": x_prev + step, "no data step": x_prev}.get(slip, x_prev - step)
+    return score_ald_update
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("no factor 2", "The factor 2 is missing"),
+    ("sign", "Check the sign of the data step"),
+    ("A for adjoint", "A is used where its adjoint belongs"),
+    ("misfit at x_prev", "The misfit is taken at x'_{t-1}"),
+    ("square of sum", "The denominator is (sigma_y + gamma_t)^2"),
+    ("gamma not squared", "The denominator is sigma_y^2 + gamma_t;"),
+    ("no data step", "The data step is missing: that is plain DDPM"),
+])
+def test_score_ald_slips(slip, message, model):
+    with pytest.raises(AssertionError, match=r"score_ald_update differs .* at t = 300 -> t_prev = 280 ") as info:
+        exercises.check_score_ald_update(score_ald_with(slip), model)
+    assert message in str(info.value)
+
+
+def dps_with(slip):
+    def dps_update(model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y):
+        with torch.enable_grad():
+            leaf = x_t.detach().requires_grad_()
+            x0_hat = model.x0_hat(leaf, t)
+            if slip != "no clip":
+                x0_hat = x0_hat.clamp(-1, 1)
+            residual = (op.A(x0_hat) - y).flatten(1)
+            loss = {"norm": residual.norm(dim=1).sum(), "batch norm": residual.norm(),
+                    "batch mean": residual.pow(2).sum(dim=1).mean(),
+                    "pixel mean": residual.pow(2).mean(dim=1).sum()}.get(slip, residual.pow(2).sum())
+            (grad,) = torch.autograd.grad(loss, x0_hat if slip == "wrt x0_hat" else leaf)
+        x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, generator,
+                                       x0_hat=x0_hat if slip == "not detached" else x0_hat.detach())
+        scale = {"scale": 1 / sigma_y ** 2, "sign": -1 / (2 * sigma_y ** 2)}.get(slip, 1 / (2 * sigma_y ** 2))
+        return x_prev - zeta_t * scale * grad
+    return dps_update
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("no clip", "x0_hat is not clipped to [-1, 1] before the misfit"),
+    ("sign", "Check the sign of the data step"),
+    ("norm", "This is the gradient of the norm"),
+    ("batch norm", "The norm is taken over the whole batch, as in the official DPS code"),
+    ("batch mean", "The per-image losses are averaged over the batch"),
+    ("pixel mean", "The misfit is a mean over pixels"),
+    ("wrt x0_hat", "The gradient is taken with respect to x0_hat"),
+    ("scale", "The step is zeta_t / sigma_y^2"),
+    ("not detached", "returned a tensor that still requires grad"),
+])
+def test_dps_slips(slip, message, model):
+    with pytest.raises(AssertionError, match=r"dps_update .* at t = (300 -> t_prev = 280|50 -> t_prev = 30)") as info:
+        exercises.check_dps_update(dps_with(slip), model)
+    assert message in str(info.value)
+
+
+def test_the_dps_step_written_here_passes(model):
+    assert exercises.check_dps_update(dps_with(None), model) < 1e-5
+
+
+# ---- what else can go wrong in the learner's function, and bad arguments ----
+
+def test_a_missing_return_is_named():
+    with pytest.raises(AssertionError, match=r"forward_sample returned NoneType at t = 0; .* Is the `return` missing\?"):
+        exercises.check_forward_sample(lambda x0, z, t, alpha_bar: None)
+
+
+def test_a_wrong_shape_is_named():
+    with pytest.raises(AssertionError, match=r"forward_sample returned shape \(2, 32, 32\) at t = 0; eq\. 3 gives "
+                                             r"\(2, 3, 32, 32\)"):
+        exercises.check_forward_sample(lambda x0, z, t, alpha_bar: eq3(x0, z, alpha_bar[t]).sum(dim=1))
+
+
+def test_nan_is_named(model):
+    def posterior_mean(x_t, x0_hat, a_t, a_prev):   # right, except 0 / 0 at the last step
+        alpha_t = a_t / a_prev
+        right = (alpha_t.sqrt() * (1 - a_prev) * x_t + a_prev.sqrt() * (1 - alpha_t) * x0_hat) / (1 - a_t)
+        return right * (1 - a_prev) / (1 - a_prev)
+
+    with pytest.raises(AssertionError, match="posterior_mean returned NaN or inf at t = 0, where eq. 7 is finite"):
+        exercises.check_posterior_mean(posterior_mean, model)
+
+
+def test_an_unfilled_exercise_raises_not_implemented_error():
+    def forward_sample(x0, z, t, alpha_bar):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        exercises.check_forward_sample(forward_sample)
+
+
+@pytest.mark.parametrize("check", [exercises.check_forward_sample, exercises.check_sdedit_start])
+def test_a_value_instead_of_a_function_is_refused(check):
+    with pytest.raises(ValueError, match=r"must be your function itself \(pass .*, without calling it\); got Tensor"):
+        check(torch.zeros(3))
+
+
+@pytest.mark.parametrize("name", [name for name, (_, _, needs_model) in EXERCISES.items() if needs_model])
+def test_a_missing_model_is_refused(name):
+    check = EXERCISES[name][1]
+    with pytest.raises(ValueError, match=r"model must be the notebook's diffusion model, models.load_model\(\.\.\.\); "
+                                         r"got str"):
+        check(lambda *args: None, "faces")
