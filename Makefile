@@ -29,6 +29,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(NOTEBOOKS)
 
+## The student version of every notebook (solutions replaced by a stub, outputs cleared) in student/notebooks/.
+student: $(STAMP)
+	$(PY) scripts/make_student.py $(NOTEBOOKS)
+
 ## Study interactively.
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/
