@@ -8,6 +8,7 @@ and ``sigma_y`` is in those units too, as in the DPS code (its ``sigma = 0.05`` 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -143,3 +144,24 @@ class GaussianBlur:
         y = self.A(x)
         z = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         return y + sigma_y * z
+
+
+def course_operators(image_size: int, seed: int = 0) -> dict[str, Inpainting | GaussianBlur]:
+    """The course's three inverse problems at ``image_size``: ``{"box": ..., "random": ..., "blur": ...}``.
+
+    Sizes are relative to the image, so a task is the same for the 32 x 32 embedded model and the 256 x 256 models:
+    a centred box of 3/8 of the side (12 px at 32, 96 px at 256), 70 % of the pixels dropped at random (mask drawn
+    from ``seed``), and a Gaussian blur with :math:`\\sigma` = 1/32 of the side (1 px at 32, 8 px at 256) and a
+    kernel of :math:`2 \\lceil 3 \\sigma \\rceil + 1` taps (7 at 32, 49 at 256). Reference: paper eq. 8, Sec. IV-C;
+    notebooks 00, 05, 06.
+
+    Raises ``ValueError`` unless ``image_size`` is an int >= 8.
+    """
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
+        raise ValueError(f"image_size must be an int >= 8 (pixels per side); got {image_size!r}.")
+    sigma = image_size / 32
+    return {
+        "box": box_inpainting(image_size, box_size=image_size * 3 // 8),
+        "random": random_inpainting(image_size, drop_fraction=0.7, seed=seed),
+        "blur": GaussianBlur(kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma),
+    }

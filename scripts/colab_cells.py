@@ -26,8 +26,8 @@ BADGE_PATTERN = re.compile(r"^\[!\[Open In Colab\]\(.*\)\]\(.*\)$", re.MULTILINE
 
 INSTALL_CELL = """\
 # NBVAL_SKIP
-# Google Colab only (elsewhere this cell does nothing): fetch the course, install its `helpers` package and work
-# inside its notebooks/ folder, as on your own machine. For the paper's 256x256 models pick a GPU first
+# Google Colab only (elsewhere this cell does nothing): fetch the course, install its `helpers` package and move
+# into this notebook's folder, as on your own machine. For the paper's 256x256 models pick a GPU first
 # (Runtime > Change runtime type > T4 GPU): the setup cell's MODEL = "auto" then loads "ffhq256", downloaded once.
 import os
 import sys

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from helpers import operators
 from helpers.operators import GaussianBlur, box_inpainting, random_inpainting
 
 SIZES = [8, 17, 32, 64]
@@ -160,3 +161,22 @@ def test_even_or_non_positive_kernel_size_is_rejected(kernel_size):
 def test_non_positive_sigma_is_rejected(sigma):
     with pytest.raises(ValueError, match="sigma must be a positive number"):
         GaussianBlur(7, sigma)
+
+
+def test_course_operators_scale_with_the_image():
+    small, large = operators.course_operators(32, seed=3), operators.course_operators(256, seed=3)
+    assert set(small) == set(large) == {"box", "random", "blur"}
+    # the embedded model's settings, as the notebooks have always used them
+    assert torch.equal(small["box"].mask, operators.box_inpainting(32, box_size=12).mask)
+    assert torch.equal(small["random"].mask, operators.random_inpainting(32, drop_fraction=0.7, seed=3).mask)
+    assert (small["blur"].kernel_size, small["blur"].sigma) == (7, 1.0)
+    # the same fractions at 256 x 256
+    assert large["box"].mask.shape[-1] == 256 and int((large["box"].mask == 0).sum()) == 96 * 96
+    assert (large["blur"].kernel_size, large["blur"].sigma) == (49, 8.0)
+    assert abs(float(large["random"].mask.mean()) - 0.3) < 0.01
+
+
+@pytest.mark.parametrize("image_size", [4, 32.0, True, "32"])
+def test_course_operators_refuse_bad_sizes(image_size):
+    with pytest.raises(ValueError, match="image_size must be an int >= 8"):
+        operators.course_operators(image_size)
