@@ -59,3 +59,21 @@ def tiny_model(tiny_unet_dir):
     from helpers.models import load_model_from_folder
 
     return load_model_from_folder(tiny_unet_dir, name="tiny", device="cpu")
+
+
+@pytest.fixture
+def isolated_caches(tmp_path, monkeypatch):
+    """Every cache location of helpers.download under tmp_path, downloads allowed, and no network: both hub calls
+    fail the test. Modules that touch the caches use it for every test (``pytestmark``)."""
+    import huggingface_hub
+
+    for name in ("COURSE_CACHE_DIR", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"a network call was made: {args} {kwargs}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)

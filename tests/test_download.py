@@ -17,19 +17,7 @@ DATA = bytes(range(256)) * 40  # 10,240 bytes standing in for a checkpoint
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-@pytest.fixture(autouse=True)
-def isolated_caches(tmp_path, monkeypatch):
-    """Every cache location under tmp_path, downloads allowed, and no network: both hub calls fail the test."""
-    for name in ("COURSE_CACHE_DIR", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError(f"a network call was made: {args} {kwargs}")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
-    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)
+pytestmark = pytest.mark.usefixtures("isolated_caches")   # tests/conftest.py: no network, caches in tmp_path
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 
-import huggingface_hub
 import pytest
 import torch
 
@@ -21,19 +20,7 @@ TINY_DDPM = {**paper_models.CELEBAHQ256_ARCHITECTURE, "sample_size": 32, "block_
 DEPRECATED_ATTENTION_NAMES = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
 
 
-@pytest.fixture(autouse=True)
-def isolated_caches(tmp_path, monkeypatch):
-    """No cache outside tmp_path, and no network: both hub calls fail the test."""
-    for name in ("COURSE_CACHE_DIR", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError(f"a network call was made: {args} {kwargs}")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
-    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)
+pytestmark = pytest.mark.usefixtures("isolated_caches")   # tests/conftest.py: no network, caches in tmp_path
 
 
 def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
