@@ -59,7 +59,6 @@ evaluate: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_model.py
 	$(PY) scripts/benchmark_samplers.py
-	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) scripts/benchmark_posterior.py --data $(DATA)
 
 clean:

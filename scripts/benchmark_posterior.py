@@ -8,10 +8,10 @@ Prints figures; it is not a test.
    per step), where the sampler's own work is the CPU time of the same DPS loop around a stand-in network that
    costs nothing. On this 2-core VM the direct ratio wanders by +-10 % between runs at batch 1 (a 32x32 U-Net pass
    is ~50 ms, so a few ms of scheduling noise show); the decomposition is stable, and the verdict uses it.
-2. Peer comparison: ``deepinv.sampling.DPS`` (pip install deepinv) on the same embedded model, the same operator and
-   noisy measurement, the same respaced timesteps and the same seed, against ``posterior.dps_sample(step="dps")``:
-   wall-time ratio and mean PSNR on held-out CelebA faces (identities celeb_180..celeb_199, never trained on),
-   for box inpainting and Gaussian deblurring.
+2. Peer comparison: ``deepinv.sampling.DPS`` (deepinv is a course dependency) on the same embedded model, the same
+   operator and noisy measurement, the same respaced timesteps and the same seed, against
+   ``posterior.dps_sample(step="dps")``: wall-time ratio and mean PSNR on held-out CelebA faces (identities
+   celeb_180..celeb_199, never trained on), for box inpainting and Gaussian deblurring.
 
 How deepinv's conventions are matched:
 
