@@ -1,7 +1,9 @@
 """The notebooks' shared frame: the Colab badge and install cell, and the model choice in the setup cell."""
+import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import nbformat
 import pytest
@@ -49,3 +51,47 @@ def test_repository_url_is_checked(monkeypatch, tmp_path):
     monkeypatch.setattr(colab_cells, "ROOT", tmp_path)
     with pytest.raises(ValueError, match="Repository must be https://github.com/OWNER/NAME"):
         colab_cells.repository_url()
+
+
+class RecordingShell:
+    """Stands in for IPython's shell: records the ``!`` and ``%`` lines of a transformed cell instead of running them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def system(self, command):
+        self.calls.append(("!", command))
+
+    def run_line_magic(self, magic, line):
+        self.calls.append((f"%{magic}", line))
+
+
+def run_install_cell(on_colab: bool, course_dir_exists: bool, monkeypatch) -> list[tuple[str, str]]:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    repository = colab_cells.repository_url()
+    source = TransformerManager().transform_cell(colab_cells.INSTALL_CELL.format(repository=repository))
+    if on_colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(os.path, "isdir", lambda path: course_dir_exists)
+    shell = RecordingShell()
+    exec(source, {"get_ipython": lambda: shell})
+    return shell.calls
+
+
+def test_install_cell_does_nothing_outside_colab(monkeypatch):
+    assert run_install_cell(on_colab=False, course_dir_exists=False, monkeypatch=monkeypatch) == []
+
+
+def test_install_cell_on_colab_clones_installs_and_moves_into_the_notebooks(monkeypatch):
+    calls = run_install_cell(on_colab=True, course_dir_exists=False, monkeypatch=monkeypatch)
+    assert calls == [("!", f"git clone --quiet --depth 1 {colab_cells.repository_url()} {{COURSE_DIR}}"),
+                     ("%pip", "install --quiet {COURSE_DIR}"),
+                     ("%cd", "{COURSE_DIR}/notebooks")]
+
+
+def test_install_cell_run_again_on_colab_only_moves_into_the_notebooks(monkeypatch):
+    calls = run_install_cell(on_colab=True, course_dir_exists=True, monkeypatch=monkeypatch)
+    assert calls == [("%cd", "{COURSE_DIR}/notebooks")]
