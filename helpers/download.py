@@ -26,6 +26,8 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import socket
+import urllib.parse
 
 COURSE_CACHE_ENV = "COURSE_CACHE_DIR"
 HUB_URL = "https://huggingface.co"
@@ -133,6 +135,16 @@ def find_cached(files: tuple[RemoteFile, ...], cache_dir: str | pathlib.Path | N
     return _hf_snapshot_folder(files) or _torch_hub_folder(files)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT``, else huggingface.co:443) opens."""
+    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or HUB_URL)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def download_allowed() -> bool:
     """False when ``HF_HUB_OFFLINE`` is set to a true value (read now, not when huggingface_hub was imported)."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -231,6 +243,9 @@ def _download(remote: RemoteFile, folder: pathlib.Path) -> None:
 
     if not download_allowed():
         raise _missing(remote, folder, "HF_HUB_OFFLINE is set, so the course does not try the network")
+    if not hub_reachable():  # fail now, not after huggingface_hub's retries (about 40 s)
+        raise _missing(remote, folder, f"the hub ({os.environ.get('HF_ENDPOINT') or HUB_URL}) cannot be reached "
+                                       f"from this machine")
     # (1) the download, with huggingface_hub's progress bar
     print(f"downloading {remote.url} ({remote.describe_size()}) into {folder}")
     try:

@@ -9,10 +9,7 @@ unchanged with any of them.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
-import socket
-import urllib.parse
 import warnings
 
 import torch
@@ -269,16 +266,6 @@ MODELS = {
 }
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT``, else huggingface.co:443) opens."""
-    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or download.HUB_URL)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def choose_auto(device: torch.device, cache_dir: str | pathlib.Path | None = None) -> tuple[str, str]:
     """What ``load_model("auto")`` loads on ``device``, and why: ``"ffhq256"`` (the paper's model) with a CUDA GPU
     and its weights cached or downloadable, else the embedded ``"faces"``."""
@@ -291,7 +278,7 @@ def choose_auto(device: torch.device, cache_dir: str | pathlib.Path | None = Non
     if not download.download_allowed():
         return "faces", (f"a CUDA GPU, but the ffhq256 weights are not cached and HF_HUB_OFFLINE is set "
                          f"(put them at {download.course_folder(paper_models.FFHQ256.weights, cache_dir)})")
-    if not hub_reachable():
+    if not download.hub_reachable():
         return "faces", (f"a CUDA GPU, but the ffhq256 weights are not cached and the hub cannot be reached "
                          f"(put them at {download.course_folder(paper_models.FFHQ256.weights, cache_dir)})")
     return "ffhq256", "a CUDA GPU and the hub within reach: its weights are downloaded once (374 MB)"

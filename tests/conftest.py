@@ -67,6 +67,8 @@ def isolated_caches(tmp_path, monkeypatch):
     fail the test. Modules that touch the caches use it for every test (``pytestmark``)."""
     import huggingface_hub
 
+    from helpers import download
+
     for name in ("COURSE_CACHE_DIR", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
@@ -77,3 +79,4 @@ def isolated_caches(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)
+    monkeypatch.setattr(download, "hub_reachable", no_network)

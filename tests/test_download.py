@@ -5,6 +5,7 @@ when called or by fakes that write a file the way a download would.
 """
 import hashlib
 import pathlib
+import socket
 import types
 
 import huggingface_hub
@@ -12,6 +13,7 @@ import pytest
 
 from helpers import download
 from helpers.download import RemoteFile
+from helpers.download import hub_reachable as real_hub_reachable
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes standing in for a checkpoint
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -40,6 +42,7 @@ def fake_hub(monkeypatch, served: bytes, etag: str, size: int | None):
         calls.append((repo_id, filename, revision))
         return str(put(pathlib.Path(local_dir) / filename, served))
 
+    monkeypatch.setattr(download, "hub_reachable", lambda: True)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata",
                         lambda url: types.SimpleNamespace(etag=f'"{etag}"', size=size))
@@ -143,9 +146,26 @@ def test_missing_file_without_network_is_file_not_found(tmp_path, monkeypatch, r
     def unreachable(*args, **kwargs):
         raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the hub")
 
+    monkeypatch.setattr(download, "hub_reachable", lambda: True)   # TCP opens, but huggingface_hub gets nothing
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
     with pytest.raises(FileNotFoundError, match=r"no connection to the hub .*put it at"):
         download.fetch((remote,), cache_dir=tmp_path)
+
+
+def test_missing_file_with_the_hub_out_of_reach_fails_at_once(tmp_path, monkeypatch, remote):
+    monkeypatch.setattr(download, "hub_reachable", lambda: False)   # hf_hub_download would fail the test
+    with pytest.raises(FileNotFoundError, match=r"the hub \(https://huggingface.co\) cannot be reached .*put it at"):
+        download.fetch((remote,), cache_dir=tmp_path)
+
+
+def test_hub_reachable_opens_a_tcp_connection_to_the_endpoint(monkeypatch):
+    """The real check (the fixture replaces download.hub_reachable), on loopback only: a listening port, then none."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{server.getsockname()[1]}")
+        assert real_hub_reachable(timeout=1.0)
+    assert not real_hub_reachable(timeout=1.0)   # the same port, closed now
 
 
 # ---- downloads (faked) ----

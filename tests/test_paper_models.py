@@ -291,9 +291,9 @@ def test_auto_with_cuda_picks_ffhq256_when_cached_or_downloadable(tmp_path, monk
     name, why = models.choose_auto(cuda, cache_dir=tmp_path)
     assert name == "ffhq256" and str(tiny_ffhq256.parent) in why
     tiny_ffhq256.unlink()
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    monkeypatch.setattr(download, "hub_reachable", lambda: True)
     assert models.choose_auto(cuda, cache_dir=tmp_path)[0] == "ffhq256"
-    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    monkeypatch.setattr(download, "hub_reachable", lambda: False)
     assert models.choose_auto(cuda, cache_dir=tmp_path) == ("faces", models.choose_auto(cuda, tmp_path)[1])
     assert "cannot be reached" in models.choose_auto(cuda, cache_dir=tmp_path)[1]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
