@@ -7,11 +7,9 @@ All take images in the model range [-1, 1] -- the range every tensor of the cour
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 import warnings
 
-import numpy as np
 import torch
 
 from helpers.images import to_unit_range

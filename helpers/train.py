@@ -23,7 +23,6 @@ import csv
 import fnmatch
 import io
 import json
-import math
 import os
 import pathlib
 import shutil

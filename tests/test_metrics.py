@@ -1,7 +1,5 @@
 """PSNR, SSIM and LPIPS per image, against scikit-image; LPIPS degrades to NaN offline."""
-import math
 
-import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
