@@ -13,6 +13,10 @@ Usage (the embedded model was made with ``make train``, which runs exactly this)
 - ``loss.csv``: step, loss, learning rate and wall time of every logged step;
 - ``ema/``: the EMA weights in diffusers format (``config.json`` + safetensors), the model to ship.
 
+``--init FOLDER`` warm-starts a new run from a diffusers folder (for example the shipped
+``helpers/weights/faces32``): model and EMA start from its weights, the optimiser starts afresh with the warm-up.
+``--lr-schedule cosine`` decays the learning rate from ``--lr`` to ``--min-lr`` over the run, after the warm-up.
+
 The loss is the "simple" DDPM objective :math:`\\| \\epsilon - \\epsilon_\\theta(\\sqrt{\\bar\\alpha_t} x_0 +
 \\sqrt{1-\\bar\\alpha_t} \\epsilon, t) \\|^2` with t uniform (paper eq. 3 gives x_t).
 """
@@ -23,6 +27,7 @@ import csv
 import fnmatch
 import io
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -34,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from helpers.schedule import linear_schedule
+from helpers.schedule import add_noise, linear_schedule
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -113,11 +118,56 @@ def _atomic_save(obj, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
+def learning_rate(step: int, lr: float, warmup: int, steps: int, schedule: str = "constant",
+                  min_lr: float = 0.0) -> float:
+    """The learning rate of step ``step`` (0-based): linear warm-up over ``warmup`` steps, then constant, or a
+    cosine decay from ``lr`` to ``min_lr`` at step ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _save_run(out_dir: pathlib.Path, model, ema, optimizer, generator: torch.Generator, step: int, wall: float,
+              config: dict) -> None:
+    """Write checkpoint.pt and the EMA weights in diffusers format (ema/), each replaced atomically."""
+    from diffusers import UNet2DModel
+
+    _atomic_save(dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=optimizer.state_dict(),
+                      generator=generator.get_state(), step=step, wall=wall, config=config),
+                 out_dir / "checkpoint.pt")
+    ema_model = UNet2DModel(**config)
+    ema.copy_to(ema_model.parameters())
+    ema_model.save_pretrained(out_dir / "ema.tmp")
+    if (out_dir / "ema").exists():
+        os.replace(out_dir / "ema", out_dir / "ema.old")
+    os.replace(out_dir / "ema.tmp", out_dir / "ema")
+    if (out_dir / "ema.old").exists():
+        shutil.rmtree(out_dir / "ema.old")
+
+
+def _open_log(path: pathlib.Path, step: int):
+    """Open loss.csv for appending, first dropping rows logged after ``step`` (a resumed run redoes them)."""
+    if path.exists():
+        with open(path) as f:
+            rows = list(csv.reader(f))
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(r for r in rows if not r[0].isdigit() or int(r[0]) <= step)
+    new = not path.exists()
+    log_file = open(path, "a", newline="")
+    if new:
+        csv.writer(log_file).writerow(["step", "loss", "lr", "wall_s"])
+    return log_file
+
+
 def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: int = 64, lr: float = 4e-4,
           warmup: int = 200, ema_decay: float = 0.999, checkpoint_every: int = 250, log_every: int = 10,
           include: list[str] | None = None, exclude: list[str] | None = None,
           crop_box: tuple[int, int, int, int] | None = None, seed: int = 0, bf16: bool = False,
-          unet_config: dict | None = None, threads: int | None = None) -> pathlib.Path:
+          unet_config: dict | None = None, threads: int | None = None, init: str | None = None,
+          lr_schedule: str = "constant", min_lr: float = 0.0) -> pathlib.Path:
     """Train (or resume) a UNet2DModel on the images of ``data``; return the folder of the EMA weights."""
     from diffusers import UNet2DModel
     from diffusers.training_utils import EMAModel
@@ -126,6 +176,8 @@ def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: in
     if steps < 1 or batch_size < 1 or warmup < 1:
         raise ValueError(f"steps, batch_size and warmup must be >= 1; got steps={steps}, batch_size={batch_size}, "
                          f"warmup={warmup}.")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {lr_schedule!r}.")
     if threads:
         torch.set_num_threads(threads)
     out_dir = pathlib.Path(out)
@@ -137,13 +189,17 @@ def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: in
     images = read_images(data, names, size, crop_box)
 
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = UNet2DModel(**config)
+    with torch.random.fork_rng():  # the initial weights are seeded without touching the caller's global RNG
+        torch.manual_seed(seed)
+        model = UNet2DModel(**config)
+    if init is not None:
+        try:
+            model.load_state_dict(UNet2DModel.from_pretrained(init).state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"init={init!r} holds a model of another architecture than {config}: {error}") from error
     ema = EMAModel(model.parameters(), decay=ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = linear_schedule()
-    sqrt_alpha_bar = schedule.alpha_bar.sqrt().float()
-    sqrt_one_minus_alpha_bar = (1 - schedule.alpha_bar).sqrt().float()
+    alpha_bar = linear_schedule().alpha_bar.float()
 
     ckpt_path = out_dir / "checkpoint.pt"
     step, wall = 0, 0.0
@@ -160,45 +216,25 @@ def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: in
         print(f"resuming from {ckpt_path} at step {step}", flush=True)
     (out_dir / "train_args.json").write_text(json.dumps(dict(
         data=str(data), n_images=len(names), size=size, steps=steps, batch_size=batch_size, lr=lr,
-        warmup=warmup, ema_decay=ema_decay, include=include, exclude=exclude, crop_box=crop_box, seed=seed,
-        bf16=bf16, config=config), indent=2))
+        warmup=warmup, lr_schedule=lr_schedule, min_lr=min_lr, ema_decay=ema_decay, include=include,
+        exclude=exclude, crop_box=crop_box, seed=seed, bf16=bf16, init=init, config=config), indent=2))
 
-    def save_checkpoint() -> None:
-        _atomic_save(dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=optimizer.state_dict(),
-                          generator=generator.get_state(), step=step, wall=wall, config=config), ckpt_path)
-        ema_model = UNet2DModel(**config)
-        ema.copy_to(ema_model.parameters())
-        tmp_dir = out_dir / "ema.tmp"
-        ema_model.save_pretrained(tmp_dir)
-        if (out_dir / "ema").exists():
-            os.replace(out_dir / "ema", out_dir / "ema.old")
-        os.replace(tmp_dir, out_dir / "ema")
-        if (out_dir / "ema.old").exists():
-            shutil.rmtree(out_dir / "ema.old")
-
-    log_path = out_dir / "loss.csv"
-    if log_path.exists():  # drop rows logged after the checkpoint we resume from (they will be redone)
-        with open(log_path) as f:
-            rows = [r for r in csv.reader(f)]
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerows(r for r in rows if not r[0].isdigit() or int(r[0]) <= step)
-    new_log = not log_path.exists()
     model.train()
-    with open(log_path, "a", newline="") as log_file, tqdm(total=steps, initial=step, desc="train") as bar:
+    with _open_log(out_dir / "loss.csv", step) as log_file, tqdm(total=steps, initial=step, desc="train") as bar:
         log = csv.writer(log_file)
-        if new_log:
-            log.writerow(["step", "loss", "lr", "wall_s"])
         running = None
         while step < steps:
             t0 = time.perf_counter()
+            # A batch: random images, random flips, t uniform in [0, T), x_t by eq. 3.
             idx = torch.randint(0, len(images), (batch_size,), generator=generator)
             x0 = images[idx].float() / 127.5 - 1.0
             flip = torch.rand(batch_size, generator=generator) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            t = torch.randint(0, schedule.T, (batch_size,), generator=generator)
+            t = torch.randint(0, len(alpha_bar), (batch_size,), generator=generator)
             eps = torch.randn(x0.shape, generator=generator)
-            x_t = sqrt_alpha_bar[t, None, None, None] * x0 + sqrt_one_minus_alpha_bar[t, None, None, None] * eps
-            lr_now = lr * min(1.0, (step + 1) / warmup)
+            x_t = add_noise(x0, eps, t, alpha_bar)
+            # The simple loss || eps - eps_theta(x_t, t) ||^2, one AdamW step, the EMA.
+            lr_now = learning_rate(step, lr, warmup, steps, lr_schedule, min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -218,7 +254,7 @@ def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: in
                 log.writerow([step, f"{loss.item():.5f}", f"{lr_now:.2e}", f"{wall:.1f}"])
                 log_file.flush()
             if step % checkpoint_every == 0 or step == steps:
-                save_checkpoint()
+                _save_run(out_dir, model, ema, optimizer, generator, step, wall, config)
     return out_dir / "ema"
 
 
@@ -252,11 +288,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the U-Net (fast on CPUs "
                         "with AMX/AVX512-BF16)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--init", default=None, help="diffusers folder to warm-start a new run from (e.g. "
+                        "helpers/weights/faces32); ignored when --out already holds a checkpoint")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
+    parser.add_argument("--min-lr", type=float, default=0.0, help="the cosine schedule's final learning rate")
     args = parser.parse_args(argv)
     ema_dir = train(args.data, args.out, size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                     warmup=args.warmup, ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
                     log_every=args.log_every, include=args.include, exclude=args.exclude,
-                    crop_box=args.crop_box, seed=args.seed, bf16=args.bf16, threads=args.threads)
+                    crop_box=args.crop_box, seed=args.seed, bf16=args.bf16, threads=args.threads,
+                    init=args.init, lr_schedule=args.lr_schedule, min_lr=args.min_lr)
     print(f"EMA weights: {ema_dir}")
 
 

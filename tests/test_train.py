@@ -98,3 +98,52 @@ def test_missing_data_is_a_file_not_found_error(tmp_path):
 def test_non_positive_steps_batch_size_or_warmup_are_rejected(image_folder, tmp_path, kwargs):
     with pytest.raises(ValueError, match="steps, batch_size and warmup must be >= 1"):
         train(str(image_folder), str(tmp_path / "run"), **kwargs)
+
+
+def test_warm_start_begins_from_the_given_weights(image_folder, tmp_path, tiny_unet_config):
+    first = train(str(image_folder), str(tmp_path / "first"), size=8, steps=2, batch_size=2,
+                  unet_config=tiny_unet_config)
+    warm = tmp_path / "warm"
+    # lr = 0: the weights cannot move, so the warm-started EMA must equal the initial weights exactly
+    train(str(image_folder), str(warm), size=8, steps=1, batch_size=2, lr=0.0, unet_config=tiny_unet_config,
+          init=str(first))
+    before = load_model_from_folder(first, device="cpu").unet.state_dict()
+    after = load_model_from_folder(warm / "ema", device="cpu").unet.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_warm_start_from_another_architecture_is_refused(image_folder, tmp_path, tiny_unet_config):
+    first = train(str(image_folder), str(tmp_path / "first"), size=8, steps=1, batch_size=2,
+                  unet_config=tiny_unet_config)
+    other = dict(tiny_unet_config, block_out_channels=(8, 24))
+    with pytest.raises(ValueError, match="another architecture"):
+        train(str(image_folder), str(tmp_path / "warm"), size=8, steps=1, batch_size=2, unet_config=other,
+              init=str(first))
+
+
+def test_learning_rate_warms_up_then_decays_by_a_cosine_to_min_lr():
+    from helpers.train import learning_rate
+    assert learning_rate(0, 1e-3, 10, 100) == pytest.approx(1e-4)
+    assert learning_rate(9, 1e-3, 10, 100) == pytest.approx(1e-3)
+    assert learning_rate(50, 1e-3, 10, 100) == 1e-3  # constant by default
+    assert learning_rate(10, 1e-3, 10, 100, "cosine", 1e-5) == pytest.approx(1e-3)
+    assert learning_rate(55, 1e-3, 10, 100, "cosine", 1e-5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(100, 1e-3, 10, 100, "cosine", 1e-5) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="lr_schedule must be 'constant' or 'cosine'; got 'step'"):
+        train("unused", "unused", lr_schedule="step")
+
+
+def test_the_training_loss_noises_images_with_add_noise(image_folder, tmp_path, tiny_unet_config, monkeypatch):
+    """The loss's x_t is eq. 3 through schedule.add_noise, the course's one implementation of it."""
+    import helpers.train as train_module
+    calls = []
+
+    def spy(x0, z, t, alpha_bar):
+        calls.append((x0.shape, t.shape))
+        return train_module.__dict__["_real_add_noise"](x0, z, t, alpha_bar)
+
+    monkeypatch.setitem(train_module.__dict__, "_real_add_noise", train_module.add_noise)
+    monkeypatch.setattr(train_module, "add_noise", spy)
+    train(str(image_folder), str(tmp_path / "run"), size=8, steps=2, batch_size=3, unet_config=tiny_unet_config)
+    assert calls == [(torch.Size([3, 3, 8, 8]), torch.Size([3]))] * 2
