@@ -114,3 +114,41 @@ def caption(x: torch.Tensor, reference: torch.Tensor) -> str:
     if lpips_available():
         return text + f", LPIPS {lpips(x, reference).item():.3f}"
     return text + f", SSIM {ssim(x, reference).item():.3f}"
+
+
+def high_frequency(x: torch.Tensor) -> torch.Tensor:
+    r"""Mean absolute discrete Laplacian per image: how much fine-scale contrast (edges, texture, noise) it holds.
+
+    .. math:: \mathrm{HF}(x) = \frac{1}{3 H W} \sum_{c, i, j} \left| x_{c,i-1,j} + x_{c,i+1,j} + x_{c,i,j-1}
+              + x_{c,i,j+1} - 4 x_{c,i,j} \right|
+
+    with reflect padding at the border (so a constant image gives exactly 0 and the border adds no false edges).
+    Reference: issue 10 (a deblurring sharpness check); notebook 06.
+
+    Why it tells grain from blur: the Laplacian is a high-pass filter (its frequency response
+    :math:`4 - 2\cos\omega_x - 2\cos\omega_y` grows from 0 at the mean to 8 at the Nyquist frequency), so it responds
+    to exactly the content that a blur removes and that sampler noise adds, pixel-to-pixel. Compared with the true
+    image's value, an output with *less* is blurred (detail lost, as in a blurry measurement or a posterior mean),
+    one with *more* carries grain (noise the reverse process left in, or invented texture); PSNR alone cannot tell
+    the two apart. Report it as the ratio output / truth: 1 is right, < 1 blurred, > 1 grainy.
+
+    ``x``: ``(3, H, W)`` or ``(B, 3, H, W)`` in the unit range [0, 1] -- unlike :func:`psnr`, which takes the model
+    range; convert with :func:`helpers.images.to_unit_range` -- with H, W >= 2. Returns a ``(B,)`` float32 tensor on
+    the CPU, computed in float64. Raises ``ValueError`` for a wrong shape, a non-float or non-finite image, or
+    values outside [0, 1].
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor of shape (3, H, W) or (B, 3, H, W); got {type(x).__name__}.")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3 or min(x.shape[2:]) < 2:
+        raise ValueError(f"x must have shape (3, H, W) or (B, 3, H, W) with H, W >= 2; got {tuple(x.shape)}.")
+    if not x.dtype.is_floating_point or not torch.isfinite(x).all():
+        raise ValueError(f"x must be a finite floating-point image in the unit range [0, 1]; got dtype {x.dtype}.")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"x must be in the unit range [0, 1]; got values in [{x.min().item():.3g}, "
+                         f"{x.max().item():.3g}]. Use images.to_unit_range() for model-range ([-1, 1]) images.")
+    x = torch.nn.functional.pad(x.detach().to("cpu", torch.float64), (1, 1, 1, 1), mode="reflect")
+    centre = x[..., 1:-1, 1:-1]
+    laplacian = x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:] - 4 * centre
+    return laplacian.abs().mean(dim=(1, 2, 3)).float()

@@ -84,3 +84,34 @@ def test_psnr_rejects_integer_images_and_non_finite_values():
 def test_values_outside_the_model_range_are_clamped_like_a_saved_image():
     x0 = torch.zeros(1, 3, 8, 8)
     assert torch.equal(metrics.psnr(torch.full_like(x0, 227.0), x0), metrics.psnr(torch.ones_like(x0), x0))
+
+
+# ---- high_frequency: mean |Laplacian|, the grain-vs-blur check ----
+
+def test_high_frequency_is_zero_for_a_constant_image_and_four_for_a_checkerboard():
+    torch.testing.assert_close(metrics.high_frequency(torch.full((2, 3, 8, 8), 0.3)), torch.zeros(2))
+    i, j = torch.meshgrid(torch.arange(8), torch.arange(6), indexing="ij")
+    checkerboard = ((i + j) % 2).double().expand(1, 3, 8, 6)
+    # every pixel's 4 neighbours (reflected ones at the border too) have the other value: |4 (1 - v) - 4 v| = 4
+    torch.testing.assert_close(metrics.high_frequency(checkerboard), torch.tensor([4.0]))
+
+
+def test_high_frequency_falls_with_blur_and_rises_with_noise_per_image():
+    from helpers import operators
+
+    x, _ = random_pair(batch=2, size=16)
+    x = operators.GaussianBlur(5, 1.0).A(x)
+    blurred = operators.GaussianBlur(5, 1.0).A(x)
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+    value = metrics.high_frequency(to_unit_range(x))
+    assert value.shape == (2,)
+    assert (metrics.high_frequency(to_unit_range(blurred)) < value).all()
+    assert (metrics.high_frequency(to_unit_range(noisy)) > value).all()
+    torch.testing.assert_close(metrics.high_frequency(to_unit_range(x[1])), value[1:])
+
+
+def test_high_frequency_rejects_model_range_images_and_wrong_shapes():
+    with pytest.raises(ValueError, match=r"x must be in the unit range \[0, 1\].*to_unit_range"):
+        metrics.high_frequency(torch.full((1, 3, 8, 8), -0.5))
+    with pytest.raises(ValueError, match=r"x must have shape \(3, H, W\) or \(B, 3, H, W\)"):
+        metrics.high_frequency(torch.zeros(1, 1, 8, 8))
