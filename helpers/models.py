@@ -187,11 +187,18 @@ def load_unet_folder(folder: str | pathlib.Path, device: torch.device) -> torch.
     return unet.to(device).eval().requires_grad_(False)
 
 
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere (A100, RTX 30xx, L4 is 8.9) and later have bfloat16 tensor cores; a T4 is 7.5
+
+
 def fast_settings(device: torch.device, fast: bool | None) -> tuple[torch.dtype | None, bool]:
     """``(autocast_dtype, channels_last)`` for ``fast``: ``None`` means on for CUDA and off elsewhere.
 
-    On: bfloat16 autocast (float16 on GPUs without bfloat16, such as Colab's T4; float16 on Apple's MPS) and, on
-    CUDA, channels-last memory format. Off: ``(None, False)``, the network exactly as stored (float32).
+    On CUDA: half precision where the GPU has tensor cores for it, and channels-last memory format. bfloat16 on
+    compute capability >= 8.0 (A100, L4, H100, RTX 30xx and later); float16 below (Colab's T4 is 7.5, a V100 7.0).
+    ``torch.cuda.is_bf16_supported()`` is not the test: it also counts emulation and answers True on a T4, whose
+    bfloat16 then runs on slow emulated kernels (or fails). Forced on elsewhere: float16 on Apple's MPS, bfloat16
+    on the CPU. Off: ``(None, False)``, the network exactly as stored (float32). :func:`describe_precision` says
+    which in words.
 
     Deviation: the network's output then carries bfloat16's 3 significant digits (float16's: 3-4); the samplers'
     arithmetic stays float32. DPS's gradient flows back through the network in that precision, without loss
@@ -202,8 +209,35 @@ def fast_settings(device: torch.device, fast: bool | None) -> tuple[torch.dtype 
     if not (device.type == "cuda" if fast is None else fast):
         return None, False
     if device.type == "cuda":
-        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), True
+        return (torch.bfloat16 if _cuda_capability(device) >= BF16_MIN_CAPABILITY else torch.float16), True
     return (torch.float16 if device.type == "mps" else torch.bfloat16), False
+
+
+def _cuda_capability(device: torch.device) -> tuple[int, int]:
+    major, minor = torch.cuda.get_device_capability(device)
+    return int(major), int(minor)
+
+
+def describe_precision(device: torch.device, fast: bool | None) -> str:
+    """One line saying in which precision the network runs on ``device`` with ``fast``, and why.
+
+    The line :func:`wrap_network` prints when a model is loaded, e.g. ``"float16 autocast (compute capability 7.5
+    < 8.0: no bfloat16 tensor cores), channels_last"``.
+    """
+    autocast_dtype, channels_last = fast_settings(device, fast)
+    if autocast_dtype is None:
+        why = ("fast=False" if fast is False else
+               "the fast path is for CUDA; fast=True forces it" if device.type != "cuda" else "fast path off")
+        return f"float32, the network as stored ({why})"
+    name = str(autocast_dtype).removeprefix("torch.")
+    if device.type == "cuda":
+        capability = _cuda_capability(device)
+        relation = (">= 8.0: bfloat16 tensor cores" if autocast_dtype == torch.bfloat16
+                    else "< 8.0: no bfloat16 tensor cores")
+        why = f"compute capability {capability[0]}.{capability[1]} {relation}"
+    else:
+        why = f"fast=True on {device.type}"
+    return f"{name} autocast ({why})" + (", channels_last" if channels_last else "")
 
 
 def wrap_network(name: str, unet: torch.nn.Module, image_size: int, device: str | torch.device = "auto",
@@ -212,6 +246,7 @@ def wrap_network(name: str, unet: torch.nn.Module, image_size: int, device: str 
     :class:`DiffusionModel` on ``device``, in eval mode and without parameter gradients, with the fast path of
     :func:`fast_settings` and, if ``compile``, ``torch.compile`` (``True`` or a mode: ``"default"``,
     ``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``). Every loader and the GPU benchmark build models here.
+    Prints one line with the precision chosen and why (:func:`describe_precision`).
     """
     device = pick_device(device)
     if not (isinstance(compile, bool) or compile in COMPILE_MODES):
@@ -222,10 +257,10 @@ def wrap_network(name: str, unet: torch.nn.Module, image_size: int, device: str 
         unet = unet.to(memory_format=torch.channels_last)
     if compile:
         unet = torch.compile(unet, mode=None if compile is True else compile)
-    if autocast_dtype is not None or compile:
-        settings = [f"{str(autocast_dtype).removeprefix('torch.')} autocast"] if autocast_dtype is not None else []
-        settings += ["channels_last"] * channels_last + [f"torch.compile(mode={compile!r})"] * bool(compile)
-        print(f"{name} on {device}: fast path with {', '.join(settings)}")
+    precision = describe_precision(device, fast)
+    if autocast_dtype is not None:
+        precision = f"fast path with {precision}"
+    print(f"{name} on {device}: {precision}" + (f", torch.compile(mode={compile!r})" if compile else ""))
     return DiffusionModel(name=name, unet=unet, schedule=linear_schedule(device=device), image_size=image_size,
                           device=device, autocast_dtype=autocast_dtype, channels_last=channels_last)
 

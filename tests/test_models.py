@@ -126,6 +126,60 @@ def test_pick_device_auto_and_cpu():
     assert models.pick_device(torch.device("cpu")) == torch.device("cpu")
 
 
+# ---- precision by capability (the fast path) ----
+
+@pytest.fixture
+def cuda_with_capability(monkeypatch):
+    """Pretend the CUDA GPU has a given compute capability; is_bf16_supported would fail the test if asked (it
+    answers True on a T4, which has no bfloat16 tensor cores)."""
+    def make(capability):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda *args, **kwargs: pytest.fail("precision must follow the compute capability"))
+        return torch.device("cuda")
+    return make
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16),    # Colab's T4
+                                               ((7, 0), torch.float16),    # V100
+                                               ((8, 0), torch.bfloat16),   # A100
+                                               ((8, 9), torch.bfloat16),   # L4
+                                               ((9, 0), torch.bfloat16)])  # H100, H200
+def test_fast_path_on_cuda_picks_the_half_precision_of_the_tensor_cores(cuda_with_capability, capability, dtype):
+    cuda = cuda_with_capability(capability)
+    assert models.fast_settings(cuda, None) == (dtype, True)
+    assert models.fast_settings(cuda, True) == (dtype, True)
+    assert models.fast_settings(cuda, False) == (None, False)
+    line = models.describe_precision(cuda, None)
+    assert line.startswith(f"{str(dtype).removeprefix('torch.')} autocast (compute capability "
+                           f"{capability[0]}.{capability[1]}")
+    assert models.describe_precision(cuda, False) == "float32, the network as stored (fast=False)"
+
+
+def test_fast_path_is_float32_off_cuda_and_says_so():
+    cpu = torch.device("cpu")
+    assert models.fast_settings(cpu, None) == (None, False)
+    assert models.describe_precision(cpu, None).startswith("float32, the network as stored (the fast path is for CUDA")
+    assert models.fast_settings(cpu, True) == (torch.bfloat16, False)
+    assert models.fast_settings(torch.device("mps"), True) == (torch.float16, False)
+
+
+def test_loading_states_the_precision_and_leaves_the_cpu_bit_identical(tiny_unet_dir, tiny_unet, capsys):
+    model = load_model_from_folder(tiny_unet_dir, name="tiny", device="cpu")
+    assert capsys.readouterr().out == ("tiny on cpu: float32, the network as stored (the fast path is for CUDA; "
+                                       "fast=True forces it)\n")
+    assert model.autocast_dtype is None and not model.channels_last
+    x_t = x_t_batch()
+    assert torch.equal(model.eps(x_t, 10), tiny_unet(x_t, torch.full((2,), 10)).sample)
+
+
+@pytest.mark.parametrize("fast", ["yes", 1, 0.0])
+def test_fast_must_be_none_or_a_bool(fast):
+    with pytest.raises(ValueError, match=rf"fast must be None \(on for CUDA, off elsewhere\), True or False; got "
+                                         rf"{fast!r}"):
+        models.fast_settings(torch.device("cpu"), fast)
+
+
 # ---- bad inputs ----
 
 @pytest.mark.parametrize("name", ["nope", "FACES", ""])

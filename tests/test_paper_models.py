@@ -252,17 +252,6 @@ def test_fast_path_is_off_on_the_cpu_by_default_and_eps_is_bit_identical(tiny_mo
     assert torch.equal(tiny_model.eps(x_t, 10), tiny_model.unet(x_t, torch.full((2,), 10)).sample)
 
 
-def test_fast_path_on_cuda_is_bf16_or_fp16_where_bf16_is_missing(monkeypatch):
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert models.fast_settings(cuda, None) == (torch.bfloat16, True)
-    assert models.fast_settings(cuda, False) == (None, False)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # e.g. Colab's T4
-    assert models.fast_settings(cuda, None) == (torch.float16, True)
-    with pytest.raises(ValueError, match="fast must be None"):
-        models.fast_settings(cuda, "yes")
-
-
 def test_fast_path_forced_on_the_cpu_autocasts_and_returns_float32(tiny_ffhq256, tmp_path, capsys):
     exact = models.load_model("ffhq256", device="cpu", cache_dir=tmp_path)
     fast = models.load_model("ffhq256", device="cpu", cache_dir=tmp_path, fast=True)
