@@ -71,7 +71,7 @@ def score_ald_gamma(model: DiffusionModel, t: int, gamma: float | torch.Tensor) 
 @torch.no_grad()
 def score_ald_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: torch.Tensor, t: int, t_prev: int,
                    generator: torch.Generator, gamma_t: float | torch.Tensor, sigma_y: float,
-                   variance: Variance = "beta", clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                   variance: Variance | None = None, clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One ScoreALD step from index ``t`` to ``t_prev`` (``-1`` after the last step); returns ``(x_prev, x0_hat)``.
 
     (1)-(3) :math:`x'_{t-1}` and :math:`\hat x_0` by :func:`helpers.sampling.ddpm_step` (eq. 6, eq. 7 with the
@@ -111,7 +111,7 @@ def score_ald_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: to
 
 def dps_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: torch.Tensor, t: int, t_prev: int,
              generator: torch.Generator, zeta: float | torch.Tensor, sigma_y: float | None = None,
-             step: DPSStep = "paper", variance: Variance = "beta", clip_x0: bool = True
+             step: DPSStep = "paper", variance: Variance | None = None, clip_x0: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One DPS step from index ``t`` to ``t_prev`` (``-1`` after the last step); returns ``(x_prev, x0_hat)``.
 
@@ -187,7 +187,7 @@ def dps_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: torch.Te
 @torch.no_grad()
 def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: torch.Generator, *,
                      gamma: float | torch.Tensor, sigma_y: float, num_steps: int | None = None,
-                     variance: Variance = "beta", clip_x0: bool = True, x_T: torch.Tensor | None = None,
+                     variance: Variance | None = None, clip_x0: bool = True, x_T: torch.Tensor | None = None,
                      keep: tuple[int, ...] = (), progress: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     r"""ScoreALD posterior sampling (paper Sec. III-C pseudocode, with the corrected eq. 7).
 
@@ -225,7 +225,7 @@ def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, gener
 @torch.no_grad()
 def dps_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: torch.Generator, *,
                zeta: float | torch.Tensor, sigma_y: float | None = None, num_steps: int | None = None,
-               step: DPSStep = "paper", variance: Variance = "beta", clip_x0: bool = True,
+               step: DPSStep = "paper", variance: Variance | None = None, clip_x0: bool = True,
                x_T: torch.Tensor | None = None, keep: tuple[int, ...] = (), progress: bool = True
                ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     r"""DPS posterior sampling (paper Sec. III-C pseudocode with the corrected eq. 7, or DPS's published step).

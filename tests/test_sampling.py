@@ -3,6 +3,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
+from helpers import sampling
 from helpers.sampling import ddpm_sample, ddpm_step, randn, respaced_timesteps, sdedit
 from helpers.schedule import add_noise
 
@@ -72,7 +73,7 @@ def test_num_steps_out_of_range_is_rejected(num_steps):
 
 
 def test_unknown_variance_is_rejected(tiny_model):
-    with pytest.raises(ValueError, match="variance must be 'beta' or 'beta_tilde'"):
+    with pytest.raises(ValueError, match="variance must be 'beta', 'beta_tilde' or None"):
         ddpm_step(tiny_model, torch.zeros(1, 3, 8, 8), 5, 4, torch.Generator(), variance="fixed_large")
 
 
@@ -179,3 +180,19 @@ def test_sdedit_rejects_more_steps_than_timesteps(tiny_model, num_steps):
 def test_sdedit_rejects_a_seed_in_place_of_a_generator(tiny_model):
     with pytest.raises(ValueError, match="generator must be a torch.Generator"):
         sdedit(tiny_model, _guide(), 10, 0, progress=False)
+
+
+def test_the_default_variance_is_beta_for_single_steps_and_beta_tilde_for_respaced_jumps(tiny_model):
+    """Full chains keep the paper's sigma^2 = beta; a respaced jump gets the posterior variance beta_tilde."""
+    assert sampling.default_variance(10, 9) == "beta" and sampling.default_variance(10, 5) == "beta_tilde"
+    x_t = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for t, t_prev, named in ((10, 9, "beta"), (30, 10, "beta_tilde")):
+        default, _ = sampling.ddpm_step(tiny_model, x_t, t, t_prev, torch.Generator().manual_seed(1))
+        explicit, _ = sampling.ddpm_step(tiny_model, x_t, t, t_prev, torch.Generator().manual_seed(1), variance=named)
+        other, _ = sampling.ddpm_step(tiny_model, x_t, t, t_prev, torch.Generator().manual_seed(1),
+                                      variance="beta" if named == "beta_tilde" else "beta_tilde")
+        assert torch.equal(default, explicit) and not torch.allclose(default, other)
+    full, _ = sampling.ddpm_sample(tiny_model, 2, torch.Generator().manual_seed(2), num_steps=5, progress=False)
+    tilde, _ = sampling.ddpm_sample(tiny_model, 2, torch.Generator().manual_seed(2), num_steps=5,
+                                    variance="beta_tilde", progress=False)
+    assert torch.equal(full, tilde)
