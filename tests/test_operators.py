@@ -13,6 +13,7 @@ OPERATORS = {
     "blur_7_1.0": lambda size: GaussianBlur(7, 1.0),
     "blur_3_0.5": lambda size: GaussianBlur(3, 0.5),
     "blur_5_2.0": lambda size: GaussianBlur(5, 2.0),
+    "blur_7_1.5_separable": lambda size: GaussianBlur(7, 1.5, separable=True),
 }
 
 
@@ -163,17 +164,61 @@ def test_non_positive_sigma_is_rejected(sigma):
         GaussianBlur(7, sigma)
 
 
-def test_course_operators_scale_with_the_image():
-    small, large = operators.course_operators(32, seed=3), operators.course_operators(256, seed=3)
-    assert set(small) == set(large) == {"box", "random", "blur"}
-    # the embedded model's settings, as the notebooks have always used them
+def test_course_operators_at_32_are_the_notebooks_sizes_exactly():
+    small = operators.course_operators(32, seed=3)
+    assert set(small) == {"box", "random", "blur"}
+    # the embedded model's settings, as the notebooks have always used them (their saved outputs depend on it)
     assert torch.equal(small["box"].mask, operators.box_inpainting(32, box_size=12).mask)
     assert torch.equal(small["random"].mask, operators.random_inpainting(32, drop_fraction=0.7, seed=3).mask)
-    assert (small["blur"].kernel_size, small["blur"].sigma) == (7, 1.0)
-    # the same fractions at 256 x 256
-    assert large["box"].mask.shape[-1] == 256 and int((large["box"].mask == 0).sum()) == 96 * 96
-    assert (large["blur"].kernel_size, large["blur"].sigma) == (49, 8.0)
-    assert abs(float(large["random"].mask.mean()) - 0.3) < 0.01
+    assert (small["blur"].kernel_size, small["blur"].sigma, small["blur"].separable) == (7, 1.0, False)
+    assert small.source.startswith("the course's operators, sized relative to the 32x32 image")
+    assert [op.name for op in small.values()] == ["box inpainting (12x12 at top=10, left=10)",
+                                                  "random inpainting (70% of pixels dropped)",
+                                                  "Gaussian blur (7x7, sigma=1 px)"]
+
+
+def test_course_operators_at_256_are_dps_ffhq_operators():
+    """DPS's configs/inpainting_config.yaml (box 128, random 30-70 %) and configs/gaussian_deblur_config.yaml
+    (kernel 61, intensity 3.0), github.com/DPS2022/diffusion-posterior-sampling."""
+    large = operators.course_operators(256, seed=3)
+    assert set(large) == {"box", "random", "blur"}
+    assert large.source.startswith("DPS's FFHQ 256x256 operators")
+    assert int((large["box"].mask == 0).sum()) == 128 * 128 and large["box"].mask[0, 0, 64:192, 64:192].eq(0).all()
+    dropped = 1 - float(large["random"].mask.mean())
+    assert operators.DPS_DROP_FRACTION_RANGE[0] <= 0.7 <= operators.DPS_DROP_FRACTION_RANGE[1]
+    assert abs(dropped - 0.7) < 0.01
+    assert (large["blur"].kernel_size, large["blur"].sigma, large["blur"].separable) == (61, 3.0, True)
+
+
+@pytest.mark.parametrize("image_size", [8, 64, 128, 512])
+def test_course_operators_at_other_sizes_scale_with_the_image(image_size):
+    ops = operators.course_operators(image_size)
+    assert ops.source.startswith(f"the course's operators, sized relative to the {image_size}x{image_size} image")
+    assert int((ops["box"].mask == 0).sum()) == (image_size * 3 // 8) ** 2
+    assert ops["blur"].sigma == image_size / 32 and not ops["blur"].separable
+
+
+def test_separable_blur_is_the_same_operator_as_the_2d_one():
+    x, y = randn(2, 3, 64, 64, seed=1), randn(2, 3, 64, 64, seed=2)
+    for size, sigma in ((61, 3.0), (7, 1.0), (9, 2.5)):
+        separable, full = GaussianBlur(size, sigma, separable=True), GaussianBlur(size, sigma)
+        torch.testing.assert_close(separable.A(x), full.A(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(separable.A_adjoint(y), full.A_adjoint(y), rtol=0, atol=1e-12)
+
+
+def test_separable_blur_backward_is_its_adjoint():
+    """DPS differentiates ||y - A(x0_hat)||^2 through A: the backward pass must be A^H (written out, not autograd's)."""
+    op = GaussianBlur(61, 3.0, separable=True)
+    x = randn(1, 3, 96, 96, seed=1).requires_grad_()
+    y = randn(1, 3, 96, 96, seed=2)
+    (grad,) = torch.autograd.grad((op.A(x) * y).sum(), x)
+    torch.testing.assert_close(grad, op.A_adjoint(y), rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, GaussianBlur(61, 3.0).A_adjoint(y), rtol=0, atol=1e-12)
+
+
+def test_separable_must_be_a_bool():
+    with pytest.raises(ValueError, match="separable must be True or False; got 'yes'"):
+        GaussianBlur(7, 1.0, separable="yes")
 
 
 @pytest.mark.parametrize("image_size", [4, 32.0, True, "32"])
