@@ -27,10 +27,18 @@ import hashlib
 import os
 import pathlib
 import socket
+import sys
+import time
 import urllib.parse
+import urllib.request
 
 COURSE_CACHE_ENV = "COURSE_CACHE_DIR"
 HUB_URL = "https://huggingface.co"
+# A hub that answers 429 (too many requests: Colab's shared addresses hit the limit), 5xx or times out is tried again
+# after these pauses (seconds), then the download fails with the by-hand instructions, as offline.
+RETRY_DELAYS = (5.0, 20.0, 60.0)
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+_told_about_hf_token = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,10 +144,17 @@ def find_cached(files: tuple[RemoteFile, ...], cache_dir: str | pathlib.Path | N
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT``, else huggingface.co:443) opens."""
+    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT``, else huggingface.co:443) opens; through the
+    proxy in ``$HTTPS_PROXY`` (or ``$https_proxy``) when one is set and ``$NO_PROXY`` does not exempt the hub, since
+    that is the way the download itself goes (a machine behind a proxy often cannot reach the hub directly)."""
     endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or HUB_URL)
+    host, port = endpoint.hostname, endpoint.port or 443
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname, proxy_url.port or (443 if proxy_url.scheme == "https" else 80)
     try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError:
         return False
     return True
@@ -246,16 +261,30 @@ def _download(remote: RemoteFile, folder: pathlib.Path) -> None:
     if not hub_reachable():  # fail now, not after huggingface_hub's retries (about 40 s)
         raise _missing(remote, folder, f"the hub ({os.environ.get('HF_ENDPOINT') or HUB_URL}) cannot be reached "
                                        f"from this machine")
-    # (1) the download, with huggingface_hub's progress bar
+    # (1) the download, with huggingface_hub's progress bar; a busy hub (429, 5xx, timeout) is tried again
     print(f"downloading {remote.url} ({remote.describe_size()}) into {folder}")
-    try:
-        hf_hub_download(remote.repo_id, remote.filename, revision=remote.revision, local_dir=folder)
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as error:
-        if isinstance(error, LocalEntryNotFoundError):  # no network: huggingface_hub's way of saying so
-            raise _missing(remote, folder, f"no connection to the hub ({error})") from error
-        raise RuntimeError(f"the hub no longer serves {remote.filename} of {remote.repo_id} at the pinned commit "
-                           f"{remote.revision}: {error}. The pinned revision in helpers/paper_models.py needs "
-                           f"updating (on a machine with network: check the repository's history).") from error
+    _explain_colab_token_warning()
+    for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+        if attempt:
+            print(f"  the hub answered {reason}; trying again in {delay:g} s ({attempt} of {len(RETRY_DELAYS)})")
+            time.sleep(delay)
+        try:
+            hf_hub_download(remote.repo_id, remote.filename, revision=remote.revision, local_dir=folder)
+            break
+        except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as error:
+            if isinstance(error, LocalEntryNotFoundError):  # no network: huggingface_hub's way of saying so
+                raise _missing(remote, folder, f"no connection to the hub ({error})") from error
+            raise RuntimeError(f"the hub no longer serves {remote.filename} of {remote.repo_id} at the pinned commit "
+                               f"{remote.revision}: {error}. The pinned revision in helpers/paper_models.py needs "
+                               f"updating (on a machine with network: check the repository's history).") from error
+        except (HfHubHTTPError, *_timeout_errors()) as error:
+            reason = _transient_reason(error)
+            if reason is None:
+                raise
+            last_error = error
+    else:
+        raise _missing(remote, folder, f"the hub answered {reason} {len(RETRY_DELAYS) + 1} times, over "
+                                       f"{sum(RETRY_DELAYS):g} s (last: {last_error})") from last_error
     # (2) the hub's record of the file at the pinned commit
     try:
         metadata = get_hf_file_metadata(hf_hub_url(remote.repo_id, remote.filename, revision=remote.revision))
@@ -268,3 +297,40 @@ def _download(remote: RemoteFile, folder: pathlib.Path) -> None:
     verify(folder / remote.filename, remote, expected_size=metadata.size,
            expected_sha256=etag if len(etag) == 64 else None, expected_git_sha1=etag if len(etag) == 40 else None,
            owned=True)
+
+
+def _timeout_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of a timed-out request, in the HTTP libraries huggingface_hub uses (httpx, requests)."""
+    errors: list[type[BaseException]] = [TimeoutError]
+    try:
+        import httpx
+        errors.append(httpx.TimeoutException)
+    except ImportError:
+        pass
+    try:
+        import requests
+        errors.append(requests.exceptions.Timeout)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _transient_reason(error: BaseException) -> str | None:
+    """``"429 (too many requests)"``, ``"503"``, ``"a timeout"`` for errors worth another try; ``None`` otherwise."""
+    if isinstance(error, _timeout_errors()):
+        return "a timeout"
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status in TRANSIENT_STATUS:
+        return "429 (too many requests)" if status == 429 else str(status)
+    return None
+
+
+def _explain_colab_token_warning() -> None:
+    """Once per session, on Colab without ``HF_TOKEN``: say that huggingface_hub's warning about the missing secret
+    can be ignored (the course's weights are public)."""
+    global _told_about_hf_token
+    if _told_about_hf_token or "google.colab" not in sys.modules or os.environ.get("HF_TOKEN"):
+        return
+    _told_about_hf_token = True
+    print("  Colab may warn that 'The secret HF_TOKEN does not exist in your Colab secrets': the course's weights are "
+          "public, so no token is needed and the warning can be ignored.")

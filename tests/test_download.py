@@ -168,6 +168,91 @@ def test_hub_reachable_opens_a_tcp_connection_to_the_endpoint(monkeypatch):
     assert not real_hub_reachable(timeout=1.0)   # the same port, closed now
 
 
+def test_hub_reachable_goes_through_the_https_proxy(monkeypatch):
+    """Behind a proxy the hub is reached through it: a listening proxy port with a closed hub port is reachable,
+    unless NO_PROXY exempts the hub (then the hub itself is tried)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        hub_port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{hub_port}")
+    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        assert real_hub_reachable(timeout=1.0)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert not real_hub_reachable(timeout=1.0)
+
+
+def http_error(status):
+    import httpx
+
+    response = httpx.Response(status, request=httpx.Request("GET", "https://huggingface.co/x"))
+    return huggingface_hub.errors.HfHubHTTPError(f"{status} Client Error", response=response)
+
+
+def flaky_hub(monkeypatch, failures):
+    """hf_hub_download raises each of ``failures`` in turn, then serves DATA; the hub's record matches it."""
+    failures = list(failures)
+    calls = fake_hub(monkeypatch, DATA, etag=hashlib.sha256(DATA).hexdigest(), size=len(DATA))
+    serve = huggingface_hub.hf_hub_download
+
+    def hf_hub_download(*args, **kwargs):
+        if failures:
+            calls.append("failed")
+            raise failures.pop(0)
+        return serve(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(download, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    return calls
+
+
+def test_a_busy_hub_is_tried_again_and_the_download_completes(tmp_path, monkeypatch, remote, capsys):
+    import httpx
+
+    calls = flaky_hub(monkeypatch, [http_error(429), httpx.ReadTimeout("slow"), http_error(503)])
+    folder = download.fetch((remote,), cache_dir=tmp_path)
+    assert (folder / "weights.pt").read_bytes() == DATA and calls.count("failed") == 3
+    out = capsys.readouterr().out
+    assert "the hub answered 429 (too many requests); trying again in 0 s (1 of 3)" in out
+    assert "the hub answered a timeout" in out and "the hub answered 503" in out
+
+
+def test_a_hub_that_stays_busy_gives_the_by_hand_message(tmp_path, monkeypatch, remote):
+    flaky_hub(monkeypatch, [http_error(429)] * 4)
+    with pytest.raises(FileNotFoundError, match=r"cannot be downloaded: the hub answered 429 \(too many requests\) 4 "
+                                                r"times.*Download it by hand from https://huggingface.co/.*put it at"):
+        download.fetch((remote,), cache_dir=tmp_path)
+
+
+def test_other_http_errors_are_not_retried(tmp_path, monkeypatch, remote):
+    calls = flaky_hub(monkeypatch, [http_error(403)])
+    with pytest.raises(huggingface_hub.errors.HfHubHTTPError, match="403"):
+        download.fetch((remote,), cache_dir=tmp_path)
+    assert calls.count("failed") == 1
+
+
+def test_colabs_missing_hf_token_warning_is_explained_once(tmp_path, monkeypatch, remote, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(download, "_told_about_hf_token", False)
+    fake_hub(monkeypatch, DATA, etag=remote.sha256, size=len(DATA))
+    download.fetch((remote,), cache_dir=tmp_path / "a")
+    download.fetch((remote,), cache_dir=tmp_path / "b")
+    assert capsys.readouterr().out.count("the course's weights are public, so no token is needed") == 1
+
+
+def test_no_token_explanation_outside_colab(tmp_path, monkeypatch, remote, capsys):
+    monkeypatch.delitem(__import__("sys").modules, "google.colab", raising=False)
+    monkeypatch.setattr(download, "_told_about_hf_token", False)
+    fake_hub(monkeypatch, DATA, etag=remote.sha256, size=len(DATA))
+    download.fetch((remote,), cache_dir=tmp_path)
+    assert "HF_TOKEN" not in capsys.readouterr().out
+
+
 # ---- downloads (faked) ----
 
 def test_download_lands_in_the_course_cache_verified(tmp_path, monkeypatch, remote):
