@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 import torch
 
 from helpers.models import DiffusionModel
-from helpers.sampling import Variance, ddpm_step, randn, respaced_timesteps, run_reverse_chain
+from helpers.sampling import Generators, Variance, check_generator, ddpm_step, randn, respaced_timesteps, run_reverse_chain
 
 DPSStep = Literal["paper", "dps"]
 
@@ -70,7 +70,7 @@ def score_ald_gamma(model: DiffusionModel, t: int, gamma: float | torch.Tensor) 
 
 @torch.no_grad()
 def score_ald_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: torch.Tensor, t: int, t_prev: int,
-                   generator: torch.Generator, gamma_t: float | torch.Tensor, sigma_y: float,
+                   generator: Generators, gamma_t: float | torch.Tensor, sigma_y: float,
                    variance: Variance | None = None, clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One ScoreALD step from index ``t`` to ``t_prev`` (``-1`` after the last step); returns ``(x_prev, x0_hat)``.
 
@@ -110,7 +110,7 @@ def score_ald_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: to
 
 
 def dps_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: torch.Tensor, t: int, t_prev: int,
-             generator: torch.Generator, zeta: float | torch.Tensor, sigma_y: float | None = None,
+             generator: Generators, zeta: float | torch.Tensor, sigma_y: float | None = None,
              step: DPSStep = "paper", variance: Variance | None = None, clip_x0: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One DPS step from index ``t`` to ``t_prev`` (``-1`` after the last step); returns ``(x_prev, x0_hat)``.
@@ -185,7 +185,7 @@ def dps_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: torch.Te
 # ---- the loops ----
 
 @torch.no_grad()
-def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: torch.Generator, *,
+def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: Generators, *,
                      gamma: float | torch.Tensor, sigma_y: float, num_steps: int | None = None,
                      variance: Variance | None = None, clip_x0: bool = True, x_T: torch.Tensor | None = None,
                      keep: tuple[int, ...] = (), progress: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -223,7 +223,7 @@ def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, gener
 
 
 @torch.no_grad()
-def dps_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: torch.Generator, *,
+def dps_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: Generators, *,
                zeta: float | torch.Tensor, sigma_y: float | None = None, num_steps: int | None = None,
                step: DPSStep = "paper", variance: Variance | None = None, clip_x0: bool = True,
                x_T: torch.Tensor | None = None, keep: tuple[int, ...] = (), progress: bool = True
@@ -300,14 +300,11 @@ def _per_image(value, name: str, x: torch.Tensor, allow_zero: bool, allow_inf: b
     return float(value)
 
 
-def _start(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: torch.Generator,
+def _start(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: Generators,
            num_steps: int | None, x_T: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Check the loop's inputs; return x_T (drawn from ``generator`` unless given, in ``y``'s dtype), ``y`` on the
     model's device, and the timesteps."""
     size = model.image_size
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator (e.g. seeding.seed_everything(seed)); got "
-                         f"{type(generator).__name__}.")
     if not callable(getattr(op, "A", None)):
         raise ValueError(f"op must be a forward model with a method op.A(x) (see helpers.operators); got "
                          f"{type(op).__name__}.")
@@ -328,6 +325,7 @@ def _start(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: torc
                                   or not 1 <= num_steps <= model.T):
         raise ValueError(f"num_steps must be None (all {model.T} steps) or an integer in [1, {model.T}]; got "
                          f"{num_steps!r}.")
+    check_generator(generator, y.shape[0])
     timesteps = respaced_timesteps(model.T, num_steps or model.T)
     y = y.to(model.device)
     if x_T is None:

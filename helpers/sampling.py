@@ -6,7 +6,7 @@ moved to the model's device), never from the global seed.
 """
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -15,6 +15,8 @@ from helpers.models import DiffusionModel
 from helpers.schedule import add_noise
 
 Variance = Literal["beta", "beta_tilde"]
+# One generator for the batch, or one per image (see randn).
+Generators = torch.Generator | Sequence[torch.Generator]
 
 # Progress bars redraw at most twice a second: in a notebook every redraw is a widget message, and thousands
 # of them per cell can make the kernel's final status arrive late (nbval then times out).
@@ -31,9 +33,14 @@ def respaced_timesteps(T: int, num_steps: int) -> list[int]:
     return torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long().tolist()
 
 
-def randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor | None = None,
+def randn(shape: tuple[int, ...], generator: Generators, like: torch.Tensor | None = None,
           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal noise drawn from ``generator`` on the generator's own device, then moved to ``device``.
+
+    ``generator``: one ``torch.Generator`` for the whole batch, or a list of them, one per image (``shape[0]``
+    of them): then image ``i``'s noise comes from ``generator[i]`` alone, so it does not depend on the rest of the
+    batch. That gives common random numbers (the same noise for every candidate of a hyperparameter search run in
+    one batch, notebook 06) and results that do not depend on how images are batched (``scripts/evaluate_inverse.py``).
 
     The course's generators are CPU ones (``seeding.seed_everything``): the same seed gives the same noise on every
     device. A generator on the GPU (``torch.Generator("cuda")``) skips the CPU draw and the copy at every step, which
@@ -41,7 +48,21 @@ def randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor
     """
     if like is not None:
         device, dtype = like.device, like.dtype
-    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+    return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=g.device) for g in generator]).to(device)
+
+
+def check_generator(generator: Generators, batch: int) -> None:
+    """Raise ``ValueError`` unless ``generator`` is a ``torch.Generator`` or a list of ``batch`` of them."""
+    if isinstance(generator, torch.Generator):
+        return
+    if (not isinstance(generator, (list, tuple)) or len(generator) != batch
+            or not all(isinstance(g, torch.Generator) for g in generator)):
+        got = (f"a {type(generator).__name__} of {len(generator)}" if isinstance(generator, (list, tuple))
+               else type(generator).__name__)
+        raise ValueError(f"generator must be a torch.Generator (e.g. seeding.seed_everything(seed)) or a list of "
+                         f"{batch} of them, one per image; got {got}.")
 
 
 def default_variance(t: int, t_prev: int) -> Variance:
@@ -58,7 +79,7 @@ def default_variance(t: int, t_prev: int) -> Variance:
     return "beta" if t_prev == t - 1 else "beta_tilde"
 
 
-def ddpm_step(model: DiffusionModel, x_t: torch.Tensor, t: int, t_prev: int, generator: torch.Generator,
+def ddpm_step(model: DiffusionModel, x_t: torch.Tensor, t: int, t_prev: int, generator: Generators,
               variance: Variance | None = None, clip_x0: bool = True, x0_hat: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One reverse step from index ``t`` to ``t_prev`` (``t_prev = -1`` after the last step); returns
@@ -134,7 +155,7 @@ def run_reverse_chain(x_t: torch.Tensor, timesteps: list[int],
 
 
 @torch.no_grad()
-def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Generator, num_steps: int | None = None,
+def ddpm_sample(model: DiffusionModel, num_samples: int, generator: Generators, num_steps: int | None = None,
                 variance: Variance | None = None, clip_x0: bool = True, x_T: torch.Tensor | None = None,
                 keep: tuple[int, ...] = (), progress: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Unconditional DDPM sampling (paper Sec. III-B pseudocode, with the corrected eq. 7).
@@ -147,6 +168,7 @@ def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Genera
     """
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}.")
+    check_generator(generator, num_samples)
     timesteps = respaced_timesteps(model.T, num_steps or model.T)
     shape = (num_samples, 3, model.image_size, model.image_size)
     x_t = randn(shape, generator, device=model.device) if x_T is None else x_T.to(model.device)
@@ -157,7 +179,7 @@ def ddpm_sample(model: DiffusionModel, num_samples: int, generator: torch.Genera
 
 
 @torch.no_grad()
-def sdedit(model: DiffusionModel, y: torch.Tensor, t_start: int, generator: torch.Generator,
+def sdedit(model: DiffusionModel, y: torch.Tensor, t_start: int, generator: Generators,
            num_steps: int | None = None, variance: Variance | None = None, clip_x0: bool = True,
            progress: bool = True) -> torch.Tensor:
     r"""SDEdit: noise a guide image ``y`` to step ``t_start`` by eq. 3, then run the DDPM reverse steps to 0.
@@ -182,7 +204,7 @@ def sdedit(model: DiffusionModel, y: torch.Tensor, t_start: int, generator: torc
     therefore single-step denoising (eq. 6, notebook 03) of the noised ``y``.
 
     Raises ``ValueError`` for a ``t_start`` outside ``[0, T)``, a ``y`` of the wrong type, shape or range, a
-    ``num_steps`` outside ``[1, t_start + 1]``, or a ``generator`` that is not a ``torch.Generator``.
+    ``num_steps`` outside ``[1, t_start + 1]``, or a ``generator`` that is not a ``torch.Generator`` or a list of one per image.
     """
     size = model.image_size
     if not isinstance(t_start, int) or isinstance(t_start, bool) or not 0 <= t_start < model.T:
@@ -203,9 +225,7 @@ def sdedit(model: DiffusionModel, y: torch.Tensor, t_start: int, generator: torc
                                   or not 1 <= num_steps <= t_start + 1):
         raise ValueError(f"num_steps must be None (every step) or an integer in [1, {t_start + 1}] (at most "
                          f"t_start + 1 steps from t_start={t_start} to 0); got {num_steps!r}.")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator (e.g. seeding.seed_everything(seed)); got "
-                         f"{type(generator).__name__}.")
+    check_generator(generator, y.shape[0])
 
     y = y.to(model.device)
     # (1) the start point: y noised to t_start by eq. 3

@@ -5,7 +5,7 @@ import types
 import pytest
 import torch
 
-from helpers import operators
+from helpers import operators, posterior
 from helpers.models import DiffusionModel
 from helpers.posterior import dps_sample, dps_step, residual_norm, score_ald_gamma, score_ald_sample, score_ald_step
 from helpers.sampling import ddpm_sample, ddpm_step
@@ -329,3 +329,25 @@ def test_residual_norm_is_per_image():
     x, y = _image(0), _measure(op)
     expected = torch.stack([(y[i] - op.A(x[i:i + 1])[0]).flatten().norm() for i in range(2)])
     torch.testing.assert_close(residual_norm(op, x, y), expected)
+
+
+def test_one_generator_per_image_makes_each_image_independent_of_its_batch(tiny_model):
+    """With a list of generators, image i's noise comes from generator i alone: a batch equals its images run one by
+    one, and two candidates given the same seeds see the same noise (common random numbers)."""
+    from helpers import operators
+    op = operators.box_inpainting(8, 3)
+    x0 = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = op.measure(x0, 0.05, torch.Generator().manual_seed(1))
+    seeds = [10, 11, 12]
+    batch, _ = posterior.dps_sample(tiny_model, op, y, [torch.Generator().manual_seed(s) for s in seeds], zeta=0.5,
+                                    step="dps", num_steps=4, progress=False)
+    for i, s in enumerate(seeds):
+        alone, _ = posterior.dps_sample(tiny_model, op, y[i:i + 1], [torch.Generator().manual_seed(s)], zeta=0.5,
+                                        step="dps", num_steps=4, progress=False)
+        torch.testing.assert_close(batch[i:i + 1], alone, rtol=0, atol=1e-5)  # float32 sums differ by batch
+    twice, _ = posterior.score_ald_sample(tiny_model, op, y[:1].repeat(2, 1, 1, 1),
+                                         [torch.Generator().manual_seed(5)] * 1 + [torch.Generator().manual_seed(5)],
+                                         gamma=2.0, sigma_y=0.05, num_steps=4, progress=False)
+    assert torch.equal(twice[0], twice[1])
+    with pytest.raises(ValueError, match="a list of 3 of them, one per image; got a list of 2"):
+        posterior.dps_sample(tiny_model, op, y, [torch.Generator()] * 2, zeta=0.5, step="dps", num_steps=2)
