@@ -10,7 +10,7 @@ RUN ?= $(HOME)/.cache/diffusion-course/runs/faces32-15k
 # The shipped model after 4,500 iterations, which the 15,000-iteration run continued from.
 INIT ?= helpers/weights/faces32
 
-.PHONY: setup figures test lab colab train export-model evaluate benchmark clean
+.PHONY: setup figures test lab colab train export-model evaluate evaluate-inverse benchmark clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,19 @@ export-model: $(STAMP)
 ## Held-out denoising quality of the shipped model against the best Gaussian filter.
 evaluate: $(STAMP)
 	$(PY) scripts/evaluate_model.py --data $(DATA)
+
+## Inverse problems x methods over the held-out faces, as one table (scripts/evaluate_inverse.py; resumable;
+## docs/evaluate_inverse.md). NPROC processes (CPU processes over gloo, or one per GPU); EVAL_ARGS adds options.
+NPROC ?= 1
+EVAL_OUT ?= runs/evaluate_inverse
+# One process needs no launcher; Accelerate's launcher starts a process group (GPUs, or CPU processes over gloo)
+# only with --multi_gpu, which it refuses for a single process.
+EVAL_LAUNCH = $(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) \
+	--num_machines 1 --mixed_precision no --dynamo_backend no)
+evaluate-inverse: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(EVAL_LAUNCH) scripts/evaluate_inverse.py --data $(DATA) \
+		--include 'celeba-6k/celeb_18?/*' --include 'celeba-6k/celeb_19?/*' --crop-box 19,39,159,179 \
+		--out $(EVAL_OUT) $(EVAL_ARGS)
 
 ## Speed on this machine: the model's forward pass, the samplers' overhead, DPS against deepinv's DPS.
 benchmark: $(STAMP)
