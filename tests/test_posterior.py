@@ -344,7 +344,7 @@ def test_one_generator_per_image_makes_each_image_independent_of_its_batch(tiny_
     for i, s in enumerate(seeds):
         alone, _ = posterior.dps_sample(tiny_model, op, y[i:i + 1], [torch.Generator().manual_seed(s)], zeta=0.5,
                                         step="dps", num_steps=4, progress=False)
-        torch.testing.assert_close(batch[i:i + 1], alone, rtol=0, atol=1e-5)  # float32 sums differ by batch
+        torch.testing.assert_close(batch[i:i + 1], alone, rtol=0, atol=1e-4)  # float32 sums differ by batch
     twice, _ = posterior.score_ald_sample(tiny_model, op, y[:1].repeat(2, 1, 1, 1),
                                          [torch.Generator().manual_seed(5)] * 1 + [torch.Generator().manual_seed(5)],
                                          gamma=2.0, sigma_y=0.05, num_steps=4, progress=False)
