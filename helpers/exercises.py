@@ -556,3 +556,150 @@ def check_dps_update(dps_update: Callable, model: DiffusionModel) -> float:
             "Follow the four numbered steps: inside torch.enable_grad(), x_t.detach().requires_grad_() is the leaf to "
             "differentiate, and torch.autograd.grad(loss, leaf) returns a tuple.", rtol=tolerance, atol=tolerance))
     return _passed(name, reference, ", ".join(f"t = {t} -> {t_prev}" for t, t_prev in cases), deviation)
+
+
+# ---- notebook 07 ----
+
+from helpers import mixture  # noqa: E402  (notebook 07's module, imported with its checks)
+
+def _check_mixture_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fixed 2-D mixture of the notebook-07 checks (three components, one tilted, unequal weights) and six points
+    ``x_t`` around it: ``(weights (3,), means (3, 2), covs (3, 2, 2), x_t (6, 2))``, float64."""
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    means = torch.tensor([[-0.5, 0.1], [0.4, 0.5], [0.3, -0.6]], dtype=torch.float64)
+    covs = torch.tensor([[[0.04, 0.02], [0.02, 0.03]], [[0.02, 0.0], [0.0, 0.05]], [[0.01, -0.005], [-0.005, 0.02]]],
+                        dtype=torch.float64)
+    x_t = torch.randn(6, 2, generator=_generator(70), dtype=torch.float64) * 0.6
+    return weights, means, covs, x_t
+
+
+def _mixture_score_variant(weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor, x: torch.Tensor,
+                           mixing: str = "responsibilities") -> torch.Tensor:
+    r"""The score of :math:`\sum_k w_k \mathcal{N}(m_k, C_k)` at ``x``, or a slip in how the components are mixed:
+    ``"responsibilities"`` (right), ``"weights"`` (the prior weights :math:`w_k`), ``"no det"`` (responsibilities
+    without the :math:`\log\det C_k` term), ``"no weights"`` (responsibilities without :math:`w_k`)."""
+    if mixing == "responsibilities":
+        return mixture.score(mixture.GaussianMixture(weights, means, covs), x)
+    precision_diff = torch.linalg.solve(covs[None], (x[:, None, :] - means[None])[..., None])[..., 0]   # (N, K, d)
+    mahalanobis = ((x[:, None, :] - means[None]) * precision_diff).sum(dim=2)
+    log_det = torch.logdet(covs)
+    log_r = {"weights": torch.log(weights).expand(len(x), -1),
+             "no det": torch.log(weights) - 0.5 * mahalanobis,
+             "no weights": -0.5 * (mahalanobis + log_det)}[mixing]
+    return -(torch.softmax(log_r, dim=1)[:, :, None] * precision_diff).sum(dim=1)
+
+
+def check_mixture_score(mixture_score: Callable) -> float:
+    r"""Check ``mixture_score(weights, means, covs, x_t, alpha_bar_t)``, the exact score of a Gaussian mixture
+    noised by eq. 3.
+
+    .. math:: p_t = \sum_k w_k \mathcal{N}\left(\sqrt{\bar\alpha_t} m_k,\; \bar\alpha_t C_k + (1 - \bar\alpha_t) I
+              \right), \qquad \nabla \log p_t(x_t) = -\sum_k r_k(x_t)\, \Sigma_k^{-1}(x_t - \sqrt{\bar\alpha_t} m_k)
+
+    with the responsibilities :math:`r_k \propto w_k \mathcal{N}(x_t;\, \sqrt{\bar\alpha_t} m_k, \Sigma_k)`.
+    Reference: paper eq. 3 and the score below eq. 4; notebook 07, exercise 1; ``mixture.score(mixture.noised(...),
+    x_t)``. Inputs: a fixed 2-D mixture of three components (``weights`` ``(3,)``, ``means`` ``(3, 2)``, ``covs``
+    ``(3, 2, 2)``, float64), six points ``x_t`` ``(6, 2)``, ``alpha_bar_t`` the paper's :math:`\bar\alpha` at
+    ``t`` = 300, 800, 20 (0-dim float64 tensors). Tolerance ``1e-8 + 1e-8 |reference|``.
+    """
+    name, reference, steps = "mixture_score", "the score of p_t (eq. 3)", (300, 800, 20)
+    _check_function(mixture_score, name)
+    weights, means, covs, x_t = _check_mixture_inputs()
+    alpha_bar = schedule.linear_schedule().alpha_bar
+    eye = torch.eye(2, dtype=torch.float64)
+    deviation = 0.0
+    for t in steps:
+        a = alpha_bar[t]
+        mine = mixture_score(weights.clone(), means.clone(), covs.clone(), x_t.clone(), a.clone())
+        root_a, noisy_covs = a.sqrt(), a * covs + (1 - a) * eye
+        expected = mixture.score(mixture.noised(mixture.GaussianMixture(weights, means, covs), a), x_t)
+
+        def score_of(m, c, mixing="responsibilities"):
+            return _mixture_score_variant(weights, m, c, x_t, mixing)
+
+        slips = {
+            "Check the sign: the score points towards the components, -Sigma_k^{-1} (x_t - mu_k).":
+                lambda: -expected,
+            "The means are not scaled: under eq. 3 component k has mean sqrt(alpha_bar_t) * m_k.":
+                lambda: score_of(means, noisy_covs),
+            "The covariances are not scaled: under eq. 3 component k has covariance alpha_bar_t * C_k + "
+            "(1 - alpha_bar_t) I (the signal shrinks by sqrt(alpha_bar_t), so its covariance by alpha_bar_t).":
+                lambda: score_of(root_a * means, covs + (1 - a) * eye),
+            "C_k is scaled by sqrt(alpha_bar_t); a covariance scales with the square of the factor, alpha_bar_t.":
+                lambda: score_of(root_a * means, root_a * covs + (1 - a) * eye),
+            "The noise adds its variance 1 - alpha_bar_t to the covariance, not its standard deviation "
+            "sqrt(1 - alpha_bar_t).": lambda: score_of(root_a * means, a * covs + (1 - a).sqrt() * eye),
+            "The noise is missing from the covariance: add (1 - alpha_bar_t) I to alpha_bar_t * C_k.":
+                lambda: score_of(root_a * means, a * covs),
+            "This is the score of the clean mixture, p_0: alpha_bar_t is not used.": lambda: score_of(means, covs),
+            "The component scores are mixed with the prior weights w_k; use the responsibilities r_k(x_t), which "
+            "depend on x_t (softmax over k of log w_k + log N(x_t; mu_k, Sigma_k)).":
+                lambda: score_of(root_a * means, noisy_covs, "weights"),
+            "The responsibilities miss the log-determinant: log N(x_t; mu_k, Sigma_k) includes "
+            "-0.5 * logdet(Sigma_k), which differs between components.":
+                lambda: score_of(root_a * means, noisy_covs, "no det"),
+            "The responsibilities miss the weights: add log w_k before the softmax.":
+                lambda: score_of(root_a * means, noisy_covs, "no weights"),
+        }
+        deviation = max(deviation, _compare(
+            name, reference, f"t = {t}", mine, expected, slips,
+            "Write it in three steps: the noised components (mean sqrt(a) m_k, covariance a C_k + (1 - a) I), the "
+            "responsibilities by a softmax over k, and the sum of -r_k Sigma_k^{-1} (x_t - mu_k).",
+            rtol=1e-8, atol=1e-8))
+    return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
+
+
+def check_component_posterior(component_posterior: Callable) -> float:
+    r"""Check ``component_posterior(mean, cov, A, y, sigma_y)``, the posterior of one Gaussian after a linear
+    measurement :math:`y = A x + \sigma_y z`: returns ``(post_mean, post_cov)``.
+
+    .. math:: S = A C A^T + \sigma_y^2 I, \quad G = C A^T S^{-1}, \quad m' = m + G (y - A m), \quad C' = C - G A C
+
+    Reference: paper eq. 8 and Bayes' rule; notebook 07, exercise 2; ``mixture.component_posterior``. Inputs: a fixed
+    3-D Gaussian (``mean`` ``(3,)``, ``cov`` ``(3, 3)`` with correlations, float64) measured twice: two projections
+    (``A`` ``(2, 3)``, ``sigma_y = 0.2``) and one coordinate (``A`` ``(1, 3)``, ``sigma_y = 0.05``); ``y`` ``(m,)``.
+    Tolerance ``1e-9 + 1e-9 |reference|`` on the mean and the covariance.
+    """
+    name, reference = "component_posterior", "the Gaussian posterior (Kalman update)"
+    _check_function(component_posterior, name)
+    mean = torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64)
+    cov = torch.tensor([[0.5, 0.1, 0.0], [0.1, 0.3, 0.05], [0.0, 0.05, 0.2]], dtype=torch.float64)
+    cases = {"two projections, sigma_y = 0.2": (torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, -1.0]], dtype=torch.float64),
+                                                torch.tensor([0.3, -0.2], dtype=torch.float64), 0.2),
+             "one coordinate, sigma_y = 0.05": (torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64),
+                                                torch.tensor([0.4], dtype=torch.float64), 0.05)}
+    deviation = 0.0
+    for where, (A, y, sigma_y) in cases.items():
+        result = component_posterior(mean.clone(), cov.clone(), A.clone(), y.clone(), sigma_y)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise AssertionError(f"{name} returned {type(result).__name__} for {where}; it should return a tuple "
+                                 f"(post_mean, post_cov) of shapes (3,) and (3, 3).")
+        expected_mean, expected_cov = mixture.component_posterior(mean, cov, A, y, sigma_y)
+        eye = torch.eye(A.shape[0], dtype=torch.float64)
+
+        def kalman(S=None, gain=None, innovation=None, cov_sign=-1.0):
+            S = A @ cov @ A.T + sigma_y ** 2 * eye if S is None else S
+            gain = cov @ A.T @ torch.linalg.inv(S) if gain is None else gain
+            innovation = y - A @ mean if innovation is None else innovation
+            return mean + gain @ innovation, cov + cov_sign * gain @ A @ cov
+
+        slips = {
+            "The measurement noise is missing: S = A C A^T + sigma_y^2 I.": lambda: kalman(S=A @ cov @ A.T),
+            "S has sigma_y where the noise variance sigma_y^2 belongs.":
+                lambda: kalman(S=A @ cov @ A.T + sigma_y * eye),
+            "Check the sign of the innovation: m' = m + G (y - A m).": lambda: kalman(innovation=A @ mean - y),
+            "The innovation is y itself; subtract the predicted measurement: y - A m.": lambda: kalman(innovation=y),
+            "The gain misses the prior covariance: G = C A^T S^{-1}.":
+                lambda: kalman(gain=A.T @ torch.linalg.inv(A @ cov @ A.T + sigma_y ** 2 * eye)),
+            "Check the sign of the covariance update: measuring shrinks it, C' = C - G A C.":
+                lambda: kalman(cov_sign=1.0),
+            "The covariance is not updated: C' = C - G A C.": lambda: kalman(cov_sign=0.0),
+        }
+        for part, mine, expected, index in (("post_mean", result[0], expected_mean, 0),
+                                            ("post_cov", result[1], expected_cov, 1)):
+            deviation = max(deviation, _compare(
+                f"{name} ({part})", reference, where, mine, expected,
+                {cause: (lambda compute=compute, index=index: compute()[index]) for cause, compute in slips.items()},
+                "Write it in the order of the formula: S, then G = C A^T S^{-1} (torch.linalg.solve or inv), then the "
+                "mean and the covariance.", rtol=1e-9, atol=1e-9))
+    return _passed(name, reference, ", ".join(cases), deviation)

@@ -349,3 +349,114 @@ def test_a_missing_model_is_refused(name):
     with pytest.raises(ValueError, match=r"model must be the notebook's diffusion model, models.load_model\(\.\.\.\); "
                                          r"got str"):
         check(lambda *args: None, "faces")
+
+
+# ---- notebook 07: the exact score of a noised mixture and the posterior of one component ----
+
+NOTEBOOK_07 = {"mixture_score": exercises.check_mixture_score,
+               "component_posterior": exercises.check_component_posterior}
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_07)
+def test_the_notebook_07_solution_passes_its_check(name, capsys):
+    functions = notebook_functions("07_ground_truth.ipynb")
+    assert name in functions, f"07_ground_truth.ipynb defines no function {name} in a definitions-only cell"
+    deviation = NOTEBOOK_07[name](functions[name])
+    line = capsys.readouterr().out
+    assert line.startswith(f"✓ {name} matches") and f"max deviation {deviation:.1e}" in line
+    assert deviation < 1e-9
+
+
+def test_the_mixture_references_pass_exactly():
+    from helpers import mixture
+
+    def mixture_score(weights, means, covs, x_t, alpha_bar_t):
+        return mixture.score(mixture.noised(mixture.GaussianMixture(weights, means, covs), alpha_bar_t), x_t)
+
+    assert exercises.check_mixture_score(mixture_score) == 0.0
+    assert exercises.check_component_posterior(mixture.component_posterior) == 0.0
+
+
+def mixture_score_with(slip):
+    """The score of a Gaussian mixture noised by eq. 3, written out, with one of the usual slips."""
+    def mixture_score(weights, means, covs, x_t, a):
+        eye = torch.eye(means.shape[1], dtype=means.dtype)
+        mu = means if slip in ("unscaled means", "p0") else a.sqrt() * means
+        sigma = {"unscaled covs": covs + (1 - a) * eye, "root on cov": a.sqrt() * covs + (1 - a) * eye,
+                 "noise std": a * covs + (1 - a).sqrt() * eye, "no noise": a * covs,
+                 "p0": covs}.get(slip, a * covs + (1 - a) * eye)
+        diff = x_t[:, None, :] - mu[None]                                            # (N, K, d)
+        precision_diff = torch.linalg.solve(sigma[None], diff[..., None])[..., 0]
+        log_r = torch.log(weights) - 0.5 * ((diff * precision_diff).sum(dim=2) + torch.logdet(sigma))
+        if slip == "prior weights":
+            log_r = torch.log(weights).expand_as(log_r)
+        elif slip == "no det":
+            log_r = log_r + 0.5 * torch.logdet(sigma)
+        elif slip == "no weights":
+            log_r = log_r - torch.log(weights)
+        score = -(torch.softmax(log_r, dim=1)[:, :, None] * precision_diff).sum(dim=1)
+        return -score if slip == "sign" else score
+
+    return mixture_score
+
+
+def test_the_mixture_score_written_here_passes():
+    assert exercises.check_mixture_score(mixture_score_with(None)) < 1e-12
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("sign", "Check the sign: the score points towards the components"),
+    ("unscaled means", "The means are not scaled"),
+    ("unscaled covs", "The covariances are not scaled"),
+    ("root on cov", "C_k is scaled by sqrt(alpha_bar_t)"),
+    ("noise std", "not its standard deviation sqrt(1 - alpha_bar_t)"),
+    ("no noise", "The noise is missing from the covariance"),
+    ("p0", "This is the score of the clean mixture, p_0"),
+    ("prior weights", "mixed with the prior weights w_k; use the responsibilities"),
+    ("no det", "The responsibilities miss the log-determinant"),
+    ("no weights", "The responsibilities miss the weights"),
+])
+def test_mixture_score_slips(slip, message):
+    with pytest.raises(AssertionError, match=r"mixture_score differs from the score of p_t \(eq\. 3\) by [0-9.e+-]+ "
+                                             r"at t = 300 ") as info:
+        exercises.check_mixture_score(mixture_score_with(slip))
+    assert message in str(info.value)
+
+
+def component_posterior_with(slip):
+    """The Kalman update of one Gaussian, written out, with one of the usual slips."""
+    def component_posterior(mean, cov, A, y, sigma_y):
+        noise = {"no noise": 0.0, "sigma not squared": sigma_y}.get(slip, sigma_y ** 2)
+        S = A @ cov @ A.T + noise * torch.eye(A.shape[0], dtype=cov.dtype)
+        gain = (A.T if slip == "gain without C" else cov @ A.T) @ torch.linalg.inv(S)
+        innovation = {"innovation sign": A @ mean - y, "innovation y": y}.get(slip, y - A @ mean)
+        post_cov = {"cov sign": cov + gain @ A @ cov, "cov kept": cov}.get(slip, cov - gain @ A @ cov)
+        return mean + gain @ innovation, post_cov
+
+    return component_posterior
+
+
+def test_the_component_posterior_written_here_passes():
+    assert exercises.check_component_posterior(component_posterior_with(None)) < 1e-12
+
+
+@pytest.mark.parametrize("slip, part, message", [
+    ("no noise", "post_mean", "The measurement noise is missing"),
+    ("sigma not squared", "post_mean", "S has sigma_y where the noise variance sigma_y^2 belongs"),
+    ("innovation sign", "post_mean", "Check the sign of the innovation"),
+    ("innovation y", "post_mean", "The innovation is y itself"),
+    ("gain without C", "post_mean", "The gain misses the prior covariance"),
+    ("cov sign", "post_cov", "Check the sign of the covariance update"),
+    ("cov kept", "post_cov", "The covariance is not updated"),
+])
+def test_component_posterior_slips(slip, part, message):
+    with pytest.raises(AssertionError, match=rf"component_posterior \({part}\) differs from the Gaussian posterior "
+                                             r"\(Kalman update\) by [0-9.e+-]+ at two projections") as info:
+        exercises.check_component_posterior(component_posterior_with(slip))
+    assert message in str(info.value)
+
+
+def test_component_posterior_must_return_a_pair():
+    with pytest.raises(AssertionError, match=r"component_posterior returned Tensor for two projections, sigma_y = 0\.2; "
+                                             r"it should return a tuple \(post_mean, post_cov\)"):
+        exercises.check_component_posterior(lambda mean, cov, A, y, sigma_y: mean)
