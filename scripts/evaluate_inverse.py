@@ -29,14 +29,15 @@ launcher is told to start a torchrun group; on a machine without CUDA it runs CP
 
 Reproducibility. The images are sorted and cut into batches of ``--batch-size`` consecutive images; batch g goes to
 process g mod N. An image's measurement noise comes from a generator seeded by (seed, image id, task,
-"measurement"); a sampler's noise from one seeded by (seed, the batch's image ids, task, method). So nothing depends
-on the number of processes or on which process ran a batch (tested: 2 processes give the 1-process table bit for
-bit), while ``--batch-size`` is part of the settings (with ``--batch-size 1`` every image has a generator of its own).
+"measurement"), and its k-th sample's sampler noise from one seeded by (seed, image id, task, method, k) -- the
+samplers take one generator per image -- so nothing depends on the number of processes, on which process ran an
+image or on its batch-mates (tested: 2 processes give the 1-process table bit for bit).
 
-Resumable. The settings that change results (data, the list of images, crop, model, sigma_y, steps, variance,
-every hyperparameter, samples, batch size, LPIPS on/off) are hashed into the run folder ``OUT/<hash>/``
-(``settings.json`` inside); a re-run with the same settings skips the rows already written, by any process count,
-and never mixes settings. Tasks, methods and seeds are row keys, so adding one reuses what is done.
+Resumable. The settings that change results (data, crop, model and its precision, sigma_y, steps, variance, every
+hyperparameter, samples, LPIPS on/off) are hashed into the run folder ``OUT/<hash>/`` (``settings.json`` inside); a
+re-run with the same settings skips the rows already written, by any process count, and never mixes settings.
+Images, tasks, methods and seeds are row keys, so adding some reuses what is done. ``--batch-size`` is not a
+setting: it changes no noise, only (at rounding level) the network's arithmetic.
 
 Outputs in ``OUT/<hash>/``: ``rows-<rank>-of-<N>.jsonl`` (the rows), ``table.csv``, ``pairs.csv`` (every paired
 difference), ``timing.csv``, ``table.txt`` (what is printed) and, with ``--save-images``, ``images/`` (PNG per
@@ -74,7 +75,7 @@ DEFAULTS = {
     "variance": "auto",                # "auto": beta_tilde for respaced runs (steps < T), beta for full ones
     "samples": 1,                      # K reconstructions per measurement; K > 1 adds the mean of the K
     "seeds": [0],                      # each seed: a fresh measurement noise and sampler noise
-    "batch_size": 8,                   # images per sampler call (x samples): part of the settings
+    "batch_size": 8,                   # images per sampler call (x samples); changes no noise
     "crop_box": None,                  # left,top,right,bottom before resizing; None: the centred square
     "out": "runs/evaluate_inverse",    # run folders OUT/<settings hash>/ (runs/ is git-ignored)
     # per-task hyperparameters, each method's one knob
@@ -95,7 +96,7 @@ CLASSICAL = {"box": "biharmonic", "random": "biharmonic", "blur": "tikhonov"}
 HYPERPARAMETERS = {"tikhonov": "lam", "sdedit": "t_start", "score_ald": "gamma", "dps_paper": "zeta_paper",
                    "dps_published": "zeta_published"}
 METRICS = ("psnr", "ssim", "lpips", "hf_ratio")
-FORMAT = 1  # bump when the rows' meaning changes
+FORMAT = 2  # bump when the rows' meaning changes
 
 
 # ---- command line ----
@@ -199,9 +200,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ---- settings, seeds, files ----
 
-def resolve_settings(args, model, names: list[str]) -> dict:
-    """Everything that changes a row's numbers; hashed into the run folder. The image list is in it because a
-    sampler's noise depends on an image's batch-mates (tasks, methods and seeds are row keys, free to change)."""
+def resolve_settings(args, model) -> dict:
+    """Everything that changes a row's numbers; hashed into the run folder (images, tasks, methods and seeds are
+    row keys, free to change)."""
     variance = args.variance if args.variance != "auto" else ("beta_tilde" if args.steps < model.T else "beta")
     if args.steps > model.T:
         raise ValueError(f"--steps must be at most the model's T = {model.T}; got {args.steps}.")
@@ -209,8 +210,7 @@ def resolve_settings(args, model, names: list[str]) -> dict:
         "format": FORMAT, "data": str(pathlib.Path(args.data).resolve()), "crop_box": args.crop_box,
         "model": model.name, "image_size": model.image_size, "mask_seed": 0, "sigma_y": args.sigma_y,
         "steps": args.steps, "sdedit_steps": args.sdedit_steps, "variance": variance, "samples": args.samples,
-        "batch_size": args.batch_size, "lpips": (not args.no_lpips), "images": len(names),
-        "image_list_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+        "network_autocast": str(model.autocast_dtype), "lpips": (not args.no_lpips),
         **{key: dict(sorted(getattr(args, key).items())) for key in HYPERPARAMETERS.values()},
     }
 
@@ -220,7 +220,8 @@ def settings_hash(settings: dict) -> str:
 
 
 def generator_for(*key) -> torch.Generator:
-    """A CPU generator seeded by a hash of ``key`` (seed, image id(s), task, method): independent of the process."""
+    """A CPU generator seeded by a hash of ``key`` (seed, image id, task, method, ...): independent of the process
+    and of the batch."""
     text = "|".join(str(k) for k in key)
     return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1)
 
@@ -296,9 +297,10 @@ def read_truth(args, names: list[str], size: int) -> torch.Tensor:
 
 # ---- one unit of work: a batch of images, one task, one method, one seed ----
 
-def reconstruct(method: str, task: str, op, y: torch.Tensor, model, settings: dict, generator: torch.Generator,
-                progress: bool) -> torch.Tensor:
-    """Reconstructions ``(B * K, 3, S, S)`` of ``y`` (already repeated K times for the samplers)."""
+def reconstruct(method: str, task: str, op, y: torch.Tensor, model, settings: dict,
+                generator: list[torch.Generator], progress: bool) -> torch.Tensor:
+    """Reconstructions ``(B * K, 3, S, S)`` of ``y`` (already repeated K times for the samplers; one generator per
+    row of ``y``)."""
     from helpers import baselines, posterior, sampling
 
     if method == "measurement":
@@ -344,9 +346,10 @@ def run_unit(method, task, seed, ids, truth, op, model, settings, use_lpips, pro
     # (1) the measurement, per image from (seed, image id, task): the same y for every method (paired comparisons)
     y = torch.cat([op.measure(truth[i:i + 1], settings["sigma_y"], generator_for(seed, image_id, task, "measurement"))
                    for i, image_id in enumerate(ids)])
-    # (2) the reconstruction; the samplers see each measurement K times, with noise from one generator per batch
+    # (2) the reconstruction; the samplers see each measurement K times, sample j of an image with noise from its
+    #     own generator (seed, image id, task, method, j)
     k = settings["samples"] if method in SAMPLERS else 1
-    generator = generator_for(seed, ",".join(ids), task, method)
+    generator = [generator_for(seed, image_id, task, method, j) for image_id in ids for j in range(k)]
     x = reconstruct(method, task, op, y.repeat_interleave(k, dim=0).to(model.device), model, settings, generator,
                     progress).detach().cpu().float()
     seconds = (time.perf_counter() - start) / len(ids)
@@ -482,8 +485,7 @@ def _pm(mean, se, digits):
 def format_table(table, pairs, timing, settings, names, seeds) -> str:
     out = io.StringIO()
     out.write(f"{len(names)} images x {len(seeds)} seed(s); model {settings['model']}, "
-              f"sigma_y = {settings['sigma_y']}, {settings['steps']} steps, variance {settings['variance']}, "
-              f"batch {settings['batch_size']}\n")
+              f"sigma_y = {settings['sigma_y']}, {settings['steps']} steps, variance {settings['variance']}\n")
     out.write("mean ± standard error over images; Δ: paired difference in PSNR; HF ratio: mean |Laplacian| of the "
               "output / the truth's (> 1 grain, < 1 blur)\n")
     header = (f"{'task':6s} {'method':28s} {'PSNR (dB)':>15s} {'Δ vs measurement':>17s} {'Δ vs classical':>15s} "
@@ -530,7 +532,7 @@ def main(argv=None) -> int:
                            f"the same rows. Launch with `accelerate launch --multi_gpu --num_processes N` or torchrun.")
     with contextlib.redirect_stdout(sys.stdout if main_process else io.StringIO()):  # quiet on non-main processes
         model = models.load_model(args.model, device=accelerator.device)
-    settings = resolve_settings(args, model, names)
+    settings = resolve_settings(args, model)
     use_lpips = settings["lpips"] and metrics.lpips_available()
     if settings["lpips"] and not use_lpips:
         settings["lpips"] = False  # written as null: the hash says so, so rows with and without LPIPS never mix
