@@ -52,13 +52,23 @@ train: $(STAMP)
 		--crop-box 19,39,159,179 --steps 10500 --batch-size 32 --lr 3e-4 --warmup 200 \
 		--lr-schedule cosine --min-lr 3e-5 --bf16 --threads 1 --checkpoint-every 500
 
-## Copy the run's EMA weights into the package and write the model card (samples, loss, evaluation, speed).
+## Copy the run's EMA weights into the package and write the model card (recipe, loss, both sample grids, the
+## evaluation against OLD, speed). INIT_ITERATIONS: the iterations of the model the run was warm-started from.
+## OLD defaults to the shipped model before the export; on a second export, pass OLD= the 4,500-iteration model
+## restored from git (see scripts/export_model.py).
+INIT_ITERATIONS ?= 4500
 export-model: $(STAMP)
-	$(PY) scripts/export_model.py --run $(RUN) --data $(DATA)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) scripts/export_model.py --run $(RUN) --data $(DATA) \
+		--init-iterations $(INIT_ITERATIONS) $(if $(OLD),--old $(OLD))
 
-## Held-out denoising quality of the shipped model against the best Gaussian filter.
+## Held-out quality of NEW (default: the shipped model), or of NEW against OLD on the same draws: denoising loss
+## by bands of t, single-step x0_hat against the best Gaussian filter, 64 DDPM samples each (in EVALUATE_OUT).
+## EVALUATE_ARGS adds options, e.g. EVALUATE_ARGS=--skip-samples or EVALUATE_ARGS="--sample-steps 100".
+## make evaluate OLD=helpers/weights/faces32 NEW=$(RUN)/ema
+EVALUATE_OUT ?= runs/evaluate_model
 evaluate: $(STAMP)
-	$(PY) scripts/evaluate_model.py --data $(DATA)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) scripts/evaluate_model.py --data $(DATA) \
+		$(if $(OLD),--old $(OLD)) $(if $(NEW),--new $(NEW)) --samples-dir $(EVALUATE_OUT) $(EVALUATE_ARGS)
 
 ## Inverse problems x methods over the held-out faces, as one table (scripts/evaluate_inverse.py; resumable;
 ## docs/evaluate_inverse.md). NPROC processes (CPU processes over gloo, or one per GPU); EVAL_ARGS adds options.
