@@ -287,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.draws_per_band} draw(s) (t, eps) per face in every band, t uniform in the band, the same draws "
           f"for every model; mean ± standard error over the {n} faces; 'all t' weights the bands by width "
           f"(t uniform in [0, {first.T}))")
-    header = f"{'t':<11}" + "".join(f"{label:>19}" for label in labels)
+    header = f"{'t':<11}" + "".join(f"{label:>21}" for label in labels)
     if len(labels) == 2:
-        header += f"{'new - old (paired)':>23} {'< -3 SE':>8}"
+        header += f"{'new - old (paired)':>24} {'< -3 SE':>8}"
     print(header)
     rows = [(f"{low}-{high - 1}", {label: per_band[label][:, b] for label in labels})
             for b, (low, high) in enumerate(BANDS)]
@@ -299,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{name:<11}"
         for label in labels:
             mean, sem = mean_sem(values[label])
-            line += f"{mean:>10.5f} ±{sem:.5f}"
+            line += f"{mean:>11.6f} ±{sem:.6f}"
         if len(labels) == 2:
             mean, sem = mean_sem(values["new"] - values["old"])
             below = mean < -3 * sem
-            line += f"{mean:>+14.5f} ±{sem:.5f} {'yes' if below else 'no':>8}"
+            line += f"{mean:>+14.6f} ±{sem:.6f} {'yes' if below else 'no':>8}"
             if name == "all t":
                 loss_better = below
         print(line)
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar_pass[label] &= gain >= MARGIN_DB
         if len(labels) == 2:
             mean, sem = mean_sem(row["x0_hat"]["new"] - row["x0_hat"]["old"])
-            line += f" {mean:>+18.2f} ±{sem:.2f}"
+            line += f" {mean:>+17.3f} ±{sem:.3f}"
             gain_better[row["t"]] = (mean, sem)
         print(line)
     for label in labels:
@@ -373,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         compare = bool(loss_better) and all(higher.values())
         print(f"bar (new vs old, issue 11): loss over all t lower by > 3 SE of the paired difference: "
               f"{'yes' if loss_better else 'no'}; x0_hat gain higher at "
-              + ", ".join(f"t={t}: {'yes' if higher[t] else 'no'} ({gain_better[t][0]:+.2f} "
-                          f"±{gain_better[t][1]:.2f} dB)" for t in COMPARE_TIMESTEPS)
+              + ", ".join(f"t={t}: {'yes' if higher[t] else 'no'} ({gain_better[t][0]:+.3f} "
+                          f"±{gain_better[t][1]:.3f} dB)" for t in COMPARE_TIMESTEPS)
               + f": {'PASS' if compare else 'FAIL'}")
         passed &= compare
     print(f"total {time.perf_counter() - clock:.0f} s")

@@ -143,9 +143,9 @@ def test_the_same_folder_twice_gives_zero_differences_in_the_printout(evaluate_m
     loss_lines = [line for line in out.splitlines() if line.split(" ")[0] in
                   ("0-99", "100-299", "300-599", "600-999", "all")]
     assert len(loss_lines) == 5
-    assert all("+0.00000 ±0.00000" in line for line in loss_lines), loss_lines
+    assert all("+0.000000 ±0.000000" in line for line in loss_lines), loss_lines
     gain_lines = [line for line in out.splitlines() if line[:4].strip() in ("50", "100", "200", "400")]
-    assert len(gain_lines) == 4 and all(line.rstrip().endswith("+0.00 ±0.00") for line in gain_lines), gain_lines
+    assert len(gain_lines) == 4 and all(line.rstrip().endswith("+0.000 ±0.000") for line in gain_lines), gain_lines
 
 
 def test_one_model_prints_no_comparison(evaluate_model, held_out_zip, tiny_unet_dir, capsys):
