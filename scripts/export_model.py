@@ -22,8 +22,9 @@ evaluation of new against previous, and the speed.
 Writes only into ``--target`` (default helpers/weights/faces32): the weights, SHA256SUMS, config.json, README.md,
 training.json (what the card states about training, so ``--card-only`` stays true while the run goes on),
 loss.png, loss_0-<init>.png (the previous model's curve, from ``--old``), samples.png, samples_<init>.png,
-evaluation.txt, benchmark.txt. Takes about 30 minutes on 2 busy CPU cores, most of it the two 1000-step sample
-grids.
+evaluation.txt, benchmark.txt. Takes about an hour on the shared 2-core course machine (measured there: the
+evaluation without samples 8-13 minutes, 64 samples x 50 steps about a minute per model), most of it the two
+1000-step sample grids (2 x 64,000 network evaluations).
 """
 from __future__ import annotations
 
