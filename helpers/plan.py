@@ -99,30 +99,38 @@ class SDEdit:
 
 @dataclasses.dataclass(frozen=True)
 class PosteriorSampling:
-    """Notebook 06: ScoreALD and DPS with ``num_steps`` reverse steps, SDEdit from ``t_start`` with
-    ``sdedit_steps``; evaluation on ``eval_names`` + ``num_eval_samples`` model samples, tuning samples
-    (``num_tune_samples``, drawn with ``sample_steps`` DDPM steps).
+    """Notebook 06: ScoreALD and DPS with ``num_steps`` reverse steps, SDEdit with ``sdedit_steps``; evaluation on
+    ``eval_names`` + ``num_eval_samples`` model samples, each measured once and reconstructed ``num_draws`` times
+    with independent sampler noise; tuning samples (``num_tune_samples``, all samples drawn with ``sample_steps``
+    DDPM steps); the posterior mean of ``mean_samples`` DPS samples per evaluation face.
 
-    ``tune``: search the step sizes (``search_gamma``, ``search_zeta_1000``) on the tuning samples, or use
-    ``zeta_1000`` (DPS's published :math:`\\zeta` per task, in 1000-step units; the notebook rescales by
-    ``T / num_steps``) and ``gamma`` (ScoreALD's scale) as they are. ``keep_every``: the misfit diagnostic keeps every
-    k-th state of the demo run; ``network_chunk``: images per network call when it evaluates them.
+    ``tune``: search the step sizes on the tuning samples, with common random numbers (``search_gamma`` for
+    ScoreALD's scale, ``search_zeta_1000`` for DPS, ``search_t_start`` for SDEdit, ``search_lam`` for the Tikhonov
+    baseline; then a finer grid around the best), or use ``zeta_1000`` (DPS's published :math:`\\zeta` per task, in
+    1000-step units; the notebook rescales by ``T / num_steps``), ``gamma`` (ScoreALD's scale), ``t_start``
+    (SDEdit's start) and ``lam`` (the baseline's weight) as they are. ``keep_every``: the misfit diagnostic keeps
+    every k-th state of the demo run; ``network_chunk``: images per network call when it evaluates them.
     """
 
     num_steps: int
-    t_start: int
+    t_start: int | None
     sdedit_steps: int
     sigma_y: float
     eval_names: tuple[str, ...]
     num_eval_samples: int
+    num_draws: int
     num_tune_samples: int
     sample_steps: int
     check_steps: int
+    mean_samples: int
     tune: bool
     search_gamma: tuple[float, ...]
     search_zeta_1000: tuple[float, ...]
+    search_t_start: tuple[int, ...]
+    search_lam: tuple[float, ...]
     zeta_1000: dict[str, float] | None
     gamma: dict[str, float] | None
+    lam: float | None
     keep_every: int
     network_chunk: int
 
@@ -144,7 +152,8 @@ class RunPlan:
     def __str__(self) -> str:
         p = self.posterior
         step_sizes = ("searched on the tuning samples" if p.tune else
-                      f"published, no search: DPS zeta_1000 {p.zeta_1000}, ScoreALD gamma {p.gamma}")
+                      f"published, no search: DPS zeta_1000 {p.zeta_1000}, ScoreALD gamma {p.gamma}, SDEdit "
+                      f"t_start {p.t_start}")
         return "\n".join([
             f"run plan {self.name!r}: {self.why}",
             f"  00: {self.getting_started.num_samples} samples x {self.getting_started.num_steps} steps",
@@ -158,7 +167,8 @@ class RunPlan:
             f"{self.ddpm.batch_steps} steps",
             f"  05: Figs. 4-5 with {'all' if self.sdedit.fig_steps is None else self.sdedit.fig_steps} steps, "
             f"sweep {len(self.sdedit.t_sweep)} t_start x {self.sdedit.num_draws} draws x {self.sdedit.sweep_steps} steps",
-            f"  06: {p.num_steps} steps, {len(p.eval_names) + p.num_eval_samples} evaluation faces, step sizes "
+            f"  06: {p.num_steps} steps, {len(p.eval_names) + p.num_eval_samples} evaluation faces x {p.num_draws} "
+            f"draws, step sizes "
             f"{step_sizes}; misfit of every {p.keep_every}th state, {p.network_chunk} images per network call",
         ])
 
@@ -177,11 +187,15 @@ EMBEDDED = RunPlan(
                       batch_steps=100, num_check=2, oracle_steps=10),
     sdedit=SDEdit(t_fig=(250, 500, 750), fig_steps=None, t_sweep=(10, 25, 50, 100, 175, 250, 375, 500, 750, 950),
                   num_draws=3, sweep_steps=50),
-    posterior=PosteriorSampling(num_steps=50, t_start=500, sdedit_steps=50, sigma_y=0.05,
-                                eval_names=("astronaut", "grace_hopper"), num_eval_samples=2, num_tune_samples=2,
-                                sample_steps=100, check_steps=10, tune=True, search_gamma=(1.2, 1.5, 2.0, 3.0),
-                                search_zeta_1000=(0.1, 0.3, 1.0), zeta_1000=None, gamma=None, keep_every=1,
-                                network_chunk=64),
+    # 50 steps: notebook 06 within 5 minutes on 2 CPU cores; scripts/evaluate_inverse.py measures 50 vs 250 steps.
+    # SDEdit's candidates bracket the paper's t_start = 500 matched to 32 x 32 by signal-to-noise ratio (125;
+    # notebook 05).
+    posterior=PosteriorSampling(num_steps=50, t_start=None, sdedit_steps=50, sigma_y=0.05,
+                                eval_names=("astronaut", "grace_hopper"), num_eval_samples=6, num_draws=2,
+                                num_tune_samples=4, sample_steps=100, check_steps=10, mean_samples=4, tune=True,
+                                search_gamma=(1.2, 1.5, 2.0, 3.0), search_zeta_1000=(0.03, 0.1, 0.3, 1.0),
+                                search_t_start=(10, 25, 50, 100, 200, 400), search_lam=(0.003, 0.01, 0.03, 0.1),
+                                zeta_1000=None, gamma=None, lam=None, keep_every=1, network_chunk=64),
 )
 
 # DPS's published step sizes for FFHQ 256 x 256 with 1000 steps ("scale" under conditioning.params), from
@@ -210,9 +224,10 @@ PAPER_SCALE = RunPlan(
     sdedit=SDEdit(t_fig=(250, 500, 750), fig_steps=None, t_sweep=(10, 25, 50, 100, 175, 250, 375, 500, 750, 950),
                   num_draws=3, sweep_steps=50),
     posterior=PosteriorSampling(num_steps=250, t_start=500, sdedit_steps=250, sigma_y=0.05,
-                                eval_names=("astronaut", "grace_hopper"), num_eval_samples=0, num_tune_samples=2,
-                                sample_steps=100, check_steps=10, tune=False, search_gamma=(), search_zeta_1000=(),
-                                zeta_1000=dict(DPS_ZETA_1000), gamma=dict(SCORE_ALD_GAMMA), keep_every=5,
+                                eval_names=("astronaut", "grace_hopper"), num_eval_samples=0, num_draws=1,
+                                num_tune_samples=2, sample_steps=100, check_steps=10, mean_samples=2, tune=False,
+                                search_gamma=(), search_zeta_1000=(), search_t_start=(), search_lam=(),
+                                zeta_1000=dict(DPS_ZETA_1000), gamma=dict(SCORE_ALD_GAMMA), lam=0.01, keep_every=5,
                                 network_chunk=10),
 )
 
@@ -247,5 +262,5 @@ def run_plan(model, device: str | torch.device | None = None) -> RunPlan:
         return dataclasses.replace(
             EMBEDDED, name="embedded-cuda", why="the 32x32 embedded model on a CUDA GPU: notebook 06 with all T steps",
             posterior=dataclasses.replace(EMBEDDED.posterior, num_steps=model.T,
-                                          sdedit_steps=EMBEDDED.posterior.t_start + 1))
+                                          sdedit_steps=model.T))
     return EMBEDDED

@@ -62,8 +62,8 @@ import torch
 # ---------------------------------------------------------------------------------------------------------------
 # DEFAULTS: every setting that has a default, in one place. Per-task values are {task: value}; on the command line
 # pass one value for all tasks (--gamma 1.5) or per task (--gamma box=1.5,random=1.5,blur=1.2).
-# The hyperparameter values below are placeholders from notebook 06's 50-step CPU search (before issue 10's
-# re-tuning with beta_tilde); set the tuned ones here.
+# The hyperparameter values below are the ones notebook 06 chose for the embedded model at 50 steps (its tuning
+# printout, with beta_tilde and common random numbers); dps_paper's zeta was not tuned.
 # ---------------------------------------------------------------------------------------------------------------
 DEFAULTS = {
     "model": "faces",                  # helpers.models.load_model name: "faces", "ffhq256", "celebahq256"
@@ -80,10 +80,10 @@ DEFAULTS = {
     "out": "runs/evaluate_inverse",    # run folders OUT/<settings hash>/ (runs/ is git-ignored)
     # per-task hyperparameters, each method's one knob
     "lam": {"blur": 0.03},                                     # tikhonov: weight of the gradient penalty
-    "t_start": {"box": 200, "random": 200, "blur": 200},       # sdedit: start timestep t_0 (code index, < T)
-    "gamma": {"box": 1.5, "random": 1.5, "blur": 1.2},         # score_ald: gamma scale (posterior.score_ald_gamma)
+    "t_start": {"box": 10, "random": 200, "blur": 10},       # sdedit: start timestep t_0 (code index, < T)
+    "gamma": {"box": 1.5, "random": 1.3, "blur": 1.2},         # score_ald: gamma scale (posterior.score_ald_gamma)
     "zeta_paper": {"box": 2.5e-4, "random": 2.5e-4, "blur": 2.5e-4},  # dps_paper: zeta_1000 (see below)
-    "zeta_published": {"box": 0.3, "random": 0.3, "blur": 0.3},       # dps_published: zeta_1000 (see below)
+    "zeta_published": {"box": 0.1, "random": 0.17, "blur": 0.3},       # dps_published: zeta_1000 (see below)
 }
 # Both DPS zetas are given per 1000 steps, as in notebook 06: the sampler gets zeta = zeta_1000 * T / steps (a
 # respaced run takes fewer, longer steps). DPS's public configs use zeta = 0.3 (blur) and 0.5 (inpainting) at 1000.
