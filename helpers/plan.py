@@ -7,7 +7,7 @@ part (``PLAN.posterior.num_steps``, ...). Two plans:
   values live in this one place; change them here (e.g. notebook 06's step count) and every notebook follows.
 - :data:`PAPER_SCALE` for a 256 x 256 model (``ffhq256``, ``celebahq256``) on a CUDA GPU, sized so that every notebook
   runs within 10 minutes and 12 GB on Colab's free T4 (``scripts/audit_gpu_plan.py`` checks it, ``docs/gpu_plan.md``
-  shows its table): no step-size search (DPS's published :math:`\\zeta`, cited below), 250 reverse steps instead of
+  shows its table): no step-size search (DPS's published :math:`\\zeta`, cited below), 200 reverse steps instead of
   1000 for the posterior samplers (respaced chains use :math:`\\tilde\\beta`, ``sampling.default_variance``), the
   Monte-Carlo check of eq. 3 at 32 x 32 on the CPU, and diagnostics that keep every k-th state and run the network in
   chunks. Faster GPUs (L4, A100) finish sooner with the same plan.
@@ -223,7 +223,7 @@ PAPER_SCALE = RunPlan(
                       batch_steps=100, num_check=2, oracle_steps=10),
     sdedit=SDEdit(t_fig=(250, 500, 750), fig_steps=None, t_sweep=(10, 25, 50, 100, 175, 250, 375, 500, 750, 950),
                   num_draws=3, sweep_steps=50),
-    posterior=PosteriorSampling(num_steps=250, t_start=500, sdedit_steps=250, sigma_y=0.05,
+    posterior=PosteriorSampling(num_steps=200, t_start=500, sdedit_steps=200, sigma_y=0.05,
                                 eval_names=("astronaut", "grace_hopper"), num_eval_samples=0, num_draws=1,
                                 num_tune_samples=2, sample_steps=100, check_steps=10, mean_samples=2, tune=False,
                                 search_gamma=(), search_zeta_1000=(), search_t_start=(), search_lam=(),
