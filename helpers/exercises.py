@@ -31,14 +31,22 @@ Every check does the same four things:
 
 Errors raised inside your function pass through unchanged: an exercise that still says
 ``raise NotImplementedError`` fails its check with ``NotImplementedError``.
+
+Your function is checked, not the course's: while it runs, the helpers an exercise rebuilds (:data:`REBUILDS`:
+``schedule.add_noise`` for eq. 3, ``model.x0_hat`` for eq. 6, ``sampling.ddpm_step`` for the DDPM step,
+``posterior.dps_step`` for DPS, ...) raise ``AssertionError: ... implement this yourself from eq. N (notebook NN);
+<helper> is what this exercise rebuilds (allowed here: ...)``. The helpers an exercise builds on (``model.x0_hat``
+in the DDPM and DPS steps, ``sampling.ddpm_step`` in ScoreALD and DPS) stay available; the exercise's text names
+them. Everything is restored when your function returns or raises.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 
-from helpers import operators, posterior, sampling, schedule
+from helpers import mixture, operators, posterior, sampling, schedule
 from helpers.models import DiffusionModel
 
 SEED = 1234          # every check draws its inputs from generators seeded from this
@@ -112,6 +120,90 @@ def _check_model(model) -> None:
                          f"{type(model).__name__}.")
 
 
+# ---- the references your function must not call ----
+
+# exercise -> (where its formula is derived, what it may call, the references it rebuilds: (owner, attribute)).
+# While the learner's function runs inside its check, each of these raises AssertionError; the check's own reference
+# output is computed outside, before or after. Functions are blocked on their module, so calls made through other
+# helpers (sampling.ddpm_sample -> ddpm_step, MixtureModel.score -> mixture.score) are blocked too.
+REBUILDS: dict[str, tuple[str, str, tuple[tuple[object, str], ...]]] = {
+    "forward_sample": ("eq. 3 (notebook 01)", "torch operations on alpha_bar[t]",
+                       ((schedule, "add_noise"),)),
+    "score_from_eps": ("the relation below eq. 4 (notebook 02)", "torch operations on eps and alpha_bar_t",
+                       ((DiffusionModel, "score"), (DiffusionModel, "x0_hat"))),
+    "posterior_mean": ("eq. 7 (notebook 02)", "torch operations on the four inputs",
+                       ((sampling, "ddpm_step"),)),
+    "x0_hat_from_score": ("eq. 6 (notebook 03)", "torch operations on x_t, score and alpha_bar_t",
+                          ((DiffusionModel, "x0_hat"),)),
+    "ddpm_step_mine": ("eqs. 6-7 (notebooks 02 and 04)", "model.x0_hat, model.eps, posterior_variances",
+                       ((sampling, "ddpm_step"),)),
+    "sdedit_start": ("eq. 3 (notebooks 01 and 05)", "torch operations on alpha_bar[t_start]",
+                     ((schedule, "add_noise"),)),
+    "score_ald_update": ("the ScoreALD pseudocode, Sec. III-C (notebook 06)",
+                         "sampling.ddpm_step, op.A, op.A_adjoint",
+                         ((posterior, "score_ald_step"), (posterior, "score_ald_sample"))),
+    "dps_update": ("the DPS pseudocode, Sec. III-C (notebook 06)",
+                   "model.x0_hat, sampling.ddpm_step, op.A, torch.autograd.grad",
+                   ((posterior, "dps_step"), (posterior, "dps_sample"))),
+    "mixture_score": ("eqs. 3a-3b (notebook 07)", "torch.linalg, torch.logdet, torch.softmax",
+                      ((mixture, "score"), (mixture, "noised"), (mixture, "log_prob"), (mixture, "responsibilities"),
+                       (mixture, "x0_mean"), (mixture, "_component_terms"))),
+    "component_posterior": ("eq. 8a (notebook 07)", "torch.linalg",
+                            ((mixture, "component_posterior"), (mixture, "posterior"))),
+    "training_loss": ("eq. 3 (notebook 01) inside the simple loss (notebook 08)",
+                      "eps_model, torch.nn.functional.mse_loss", ((schedule, "add_noise"),)),
+    # no helper computes one EMA step (helpers.train leaves it to diffusers' EMAModel, whose warm-up changes decay)
+    "ema_update": ("the EMA update (notebook 08)", "torch operations, torch.lerp included", ()),
+}
+
+
+def _reference_name(owner: object, attribute: str) -> str:
+    if owner is DiffusionModel:
+        return f"model.{attribute}"
+    if isinstance(owner, type):
+        return f"{owner.__name__}.{attribute}"
+    return f"{owner.__name__.removeprefix('helpers.')}.{attribute}"
+
+
+@contextlib.contextmanager
+def _rebuilding(exercise: str, fn: Callable) -> Iterator[None]:
+    """While the body runs, the references ``exercise`` rebuilds (:data:`REBUILDS`) raise ``AssertionError``.
+
+    Each is replaced on its module or class, and under any other name in ``fn``'s module that holds it (``from
+    helpers.schedule import add_noise`` in a notebook); everything is put back in ``finally``, also when ``fn``
+    raises.
+    """
+    source, allowed, references = REBUILDS[exercise]
+    replaced: list[tuple[object, str, object]] = []   # (module, class or namespace dict, attribute, original)
+
+    def blocked(reference: str) -> Callable:
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"{exercise} calls {reference}: implement this yourself from {source}; {reference} "
+                                 f"is what this exercise rebuilds (allowed here: {allowed}).")
+        return refuse
+
+    namespace = getattr(fn, "__globals__", None)
+    try:
+        for owner, attribute in references:
+            original = vars(owner)[attribute]
+            refuse = blocked(_reference_name(owner, attribute))
+            if fn is original:   # the reference itself, passed as the learner's function
+                refuse()
+            replaced.append((owner, attribute, original))
+            setattr(owner, attribute, refuse)
+            for name, value in list((namespace or {}).items()):
+                if value is original:
+                    replaced.append((namespace, name, value))
+                    namespace[name] = refuse
+        yield
+    finally:
+        for owner, attribute, original in reversed(replaced):
+            if isinstance(owner, dict):
+                owner[attribute] = original
+            else:
+                setattr(owner, attribute, original)
+
+
 def _generator(offset: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(SEED + offset)
 
@@ -175,7 +267,8 @@ def check_forward_sample(forward_sample: Callable) -> float:
     x0, z = _images((BATCH, 3, IMAGE_SIZE, IMAGE_SIZE), offset=1)
     deviation = 0.0
     for t in steps:
-        mine = forward_sample(x0, z, t, alpha_bar)
+        with _rebuilding(name, forward_sample):
+            mine = forward_sample(x0, z, t, alpha_bar)
         expected = schedule.add_noise(x0, z, t, alpha_bar)
         a = alpha_bar[t].to(x0.dtype)
         deviation = max(deviation, _compare(
@@ -206,7 +299,8 @@ def check_score_from_eps(score_from_eps: Callable, model: DiffusionModel) -> flo
         with torch.no_grad():
             eps, expected = model.eps(x_t, t), model.score(x_t, t)
             a = model.alpha_bar[t].float()
-            mine = score_from_eps(eps, a)
+            with _rebuilding(name, score_from_eps):
+                mine = score_from_eps(eps, a)
         slips = {
             "Check the sign: the score points away from the predicted noise, s = -eps / sqrt(1 - alpha_bar_t).":
                 lambda: eps / (1 - a).sqrt(),
@@ -249,7 +343,8 @@ def check_posterior_mean(posterior_mean: Callable, model: DiffusionModel) -> flo
         x_t = torch.randn(shape, generator=_generator(4 + t), dtype=dtype).to(model.device)
         a_t = model.alpha_bar[t]
         a_prev = model.alpha_bar[t - 1] if t > 0 else torch.ones_like(a_t)
-        mine = posterior_mean(x_t, x0_hat, a_t, a_prev)
+        with _rebuilding(name, posterior_mean):
+            mine = posterior_mean(x_t, x0_hat, a_t, a_prev)
         # the reference: ddpm_step's x_prev without its noise term sqrt(beta_t) z (variance="beta")
         with torch.no_grad():
             x_prev, _ = sampling.ddpm_step(model, x_t, t, t - 1, _generator(5), variance="beta", clip_x0=False,
@@ -308,7 +403,8 @@ def check_x0_hat(x0_hat_from_score: Callable, model: DiffusionModel) -> float:
         with torch.no_grad():
             score, expected = model.score(x_t, t), model.x0_hat(x_t, t)
             a = model.alpha_bar[t]
-            mine = x0_hat_from_score(x_t, score, a)
+            with _rebuilding(name, x0_hat_from_score):
+                mine = x0_hat_from_score(x_t, score, a)
             af = a.to(x_t.dtype)
         slips = {
             "Check the sign of the score term: eq. 6 adds (1 - alpha_bar_t) * score to x_t (the score points towards "
@@ -359,7 +455,8 @@ def check_ddpm_step(ddpm_step_mine: Callable, model: DiffusionModel) -> float:
             x0_hat = model.x0_hat(x_t, t)
         for variance in ("beta", "beta_tilde"):
             with torch.no_grad():
-                mine = ddpm_step_mine(model, x_t, t, z, variance)
+                with _rebuilding(name, ddpm_step_mine):
+                    mine = ddpm_step_mine(model, x_t, t, z, variance)
                 expected, _ = sampling.ddpm_step(model, x_t, t, t - 1, _generator(9), variance, x0_hat=x0_hat)
             a_t = model.alpha_bar[t]
             a_prev = model.alpha_bar[t - 1] if t > 0 else torch.ones_like(a_t)
@@ -418,7 +515,8 @@ def check_sdedit_start(sdedit_start: Callable) -> float:
     y = operators.box_inpainting(IMAGE_SIZE, box_size=12).measure(x0, SIGMA_Y, _generator(11))
     deviation = 0.0
     for t_start in steps:
-        mine = sdedit_start(y, t_start, z, alpha_bar)
+        with _rebuilding(name, sdedit_start):
+            mine = sdedit_start(y, t_start, z, alpha_bar)
         expected = schedule.add_noise(y, z, t_start, alpha_bar)
         a = alpha_bar[t_start].to(y.dtype)
         deviation = max(deviation, _compare(
@@ -464,7 +562,8 @@ def check_score_ald_update(score_ald_update: Callable, model: DiffusionModel) ->
         op, x_t, y = _posterior_inputs(model, t, offset=20)
         gamma_t = posterior.score_ald_gamma(model, t, 1.5)
         with torch.no_grad():
-            mine = score_ald_update(model, op, x_t, y, t, t_prev, _generator(22), gamma_t, SIGMA_Y)
+            with _rebuilding(name, score_ald_update):
+                mine = score_ald_update(model, op, x_t, y, t, t_prev, _generator(22), gamma_t, SIGMA_Y)
             expected, _ = posterior.score_ald_step(model, op, x_t, y, t, t_prev, _generator(22), gamma_t, SIGMA_Y)
             x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, _generator(22))
         misfit = op.A(x_t) - y
@@ -515,7 +614,8 @@ def check_dps_update(dps_update: Callable, model: DiffusionModel) -> float:
     deviation = 0.0
     for t, t_prev in cases:
         op, x_t, y = _posterior_inputs(model, t, offset=30)
-        mine = dps_update(model, op, x_t, y, t, t_prev, _generator(32), zeta_t, SIGMA_Y)
+        with _rebuilding(name, dps_update):
+            mine = dps_update(model, op, x_t, y, t, t_prev, _generator(32), zeta_t, SIGMA_Y)
         expected, _ = posterior.dps_step(model, op, x_t, y, t, t_prev, _generator(32), zeta_t, sigma_y=SIGMA_Y,
                                          step="paper")
 
@@ -559,8 +659,6 @@ def check_dps_update(dps_update: Callable, model: DiffusionModel) -> float:
 
 
 # ---- notebook 07 ----
-
-from helpers import mixture  # noqa: E402  (notebook 07's module, imported with its checks)
 
 def _check_mixture_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fixed 2-D mixture of the notebook-07 checks (three components, one tilted, unequal weights) and six points
@@ -610,7 +708,8 @@ def check_mixture_score(mixture_score: Callable) -> float:
     deviation = 0.0
     for t in steps:
         a = alpha_bar[t]
-        mine = mixture_score(weights.clone(), means.clone(), covs.clone(), x_t.clone(), a.clone())
+        with _rebuilding(name, mixture_score):
+            mine = mixture_score(weights.clone(), means.clone(), covs.clone(), x_t.clone(), a.clone())
         root_a, noisy_covs = a.sqrt(), a * covs + (1 - a) * eye
         expected = mixture.score(mixture.noised(mixture.GaussianMixture(weights, means, covs), a), x_t)
 
@@ -670,7 +769,8 @@ def check_component_posterior(component_posterior: Callable) -> float:
                                                 torch.tensor([0.4], dtype=torch.float64), 0.05)}
     deviation = 0.0
     for where, (A, y, sigma_y) in cases.items():
-        result = component_posterior(mean.clone(), cov.clone(), A.clone(), y.clone(), sigma_y)
+        with _rebuilding(name, component_posterior):
+            result = component_posterior(mean.clone(), cov.clone(), A.clone(), y.clone(), sigma_y)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise AssertionError(f"{name} returned {type(result).__name__} for {where}; it should return a tuple "
                                  f"(post_mean, post_cov) of shapes (3,) and (3, 3).")
@@ -703,3 +803,133 @@ def check_component_posterior(component_posterior: Callable) -> float:
                 "Write it in the order of the formula: S, then G = C A^T S^{-1} (torch.linalg.solve or inv), then the "
                 "mean and the covariance.", rtol=1e-9, atol=1e-9))
     return _passed(name, reference, ", ".join(cases), deviation)
+
+
+# ---- notebook 08 ----
+
+def _toy_eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A fixed, smooth stand-in for :math:`\\epsilon_\\theta(x_t, t)` (no parameters, milliseconds): it depends on
+    ``x_t`` and on each image's ``t``, so that every slip in the training loss changes its value."""
+    scale = 0.5 + torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1, 1, 1) / 1000
+    return torch.tanh(scale * x_t.roll(1, dims=-1)) - 0.1 * x_t
+
+
+def check_training_loss(training_loss: Callable) -> float:
+    r"""Check ``training_loss(eps_model, x0, t, eps, alpha_bar)``, DDPM's simple loss on one batch.
+
+    .. math:: L = \frac{1}{B D} \sum_{b=1}^{B} \big\| \epsilon_b - \epsilon_\theta\big(\sqrt{\bar\alpha_{t_b}}\, x_{0,b}
+              + \sqrt{1 - \bar\alpha_{t_b}}\, \epsilon_b,\; t_b\big) \big\|^2
+
+    the mean over the batch and the D pixels of each image, as ``F.mse_loss`` in ``helpers.train``. Reference: paper
+    eq. 3 for :math:`x_t`; Ho et al. (2020), eq. 14 (:math:`L_\text{simple}`); notebook 08, exercise 1; the loss of
+    ``helpers.train.train``. Inputs: ``eps_model`` a fixed smooth function of ``(x_t, t)`` standing in for the network,
+    a batch of four ``(3, 8, 8)`` float32 images ``x0`` in [-1, 1] with noise ``eps``, ``t`` a ``(4,)`` long tensor with
+    a different timestep per image (two batches: t = 999, 400, 50, 0 and 10, 700, 200, 600), ``alpha_bar`` the paper's
+    (float64). Tolerance ``1e-6 + 1e-5 |reference|``. Returns the largest deviation; raises ``AssertionError`` with
+    the likely slip, ``ValueError`` if ``training_loss`` is not a function.
+    """
+    name, reference = "training_loss", "the simple loss (eq. 3 inside)"
+    _check_function(training_loss, name)
+    alpha_bar = schedule.linear_schedule().alpha_bar
+    batches = {"t = 999, 400, 50, 0": torch.tensor([999, 400, 50, 0]),
+               "t = 10, 700, 200, 600": torch.tensor([10, 700, 200, 600])}
+    deviation = 0.0
+    for offset, (where, t) in enumerate(batches.items()):
+        x0, eps = _images((4, 3, 8, 8), offset=80 + offset)
+        with _rebuilding(name, training_loss):
+            mine = training_loss(_toy_eps_model, x0.clone(), t.clone(), eps.clone(), alpha_bar.clone())
+        expected = ((eps - _toy_eps_model(schedule.add_noise(x0, eps, t, alpha_bar), t)) ** 2).mean()
+        if isinstance(mine, torch.Tensor) and tuple(mine.shape) == (len(t),):
+            raise AssertionError(f"{name} returned one loss per image, shape {tuple(mine.shape)}, at {where}; the "
+                                 f"training loss is one number, their mean (a 0-dim tensor, as F.mse_loss returns).")
+        a = alpha_bar[t].to(x0.dtype).reshape(-1, 1, 1, 1)
+
+        def loss_of(x_t, target=eps, t_model=t, reduce="mean"):
+            error = target - _toy_eps_model(x_t, t_model)
+            return {"mean": (error ** 2).mean(), "image sum": (error ** 2).sum(dim=(1, 2, 3)).mean(),
+                    "sum": (error ** 2).sum(), "abs": error.abs().mean(), "norm": error.norm(),
+                    "rmse": (error ** 2).mean().sqrt()}[reduce]
+
+        def x_t_at(index):
+            a_other = alpha_bar[index].to(x0.dtype).reshape(-1, 1, 1, 1)
+            return a_other.sqrt() * x0 + (1 - a_other).sqrt() * eps
+
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        slips = {
+            "The network's output is compared with x0; the simple loss compares it with the noise eps that made x_t "
+            "(the network predicts eps, eq. 4).": lambda: loss_of(x_t, target=x0),
+            "The network is given x0; give it the noisy x_t of eq. 3, sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) "
+            "eps.": lambda: loss_of(x0),
+            "Both square roots are missing in x_t: eq. 3 scales x0 by sqrt(alpha_bar_t) and eps by "
+            "sqrt(1 - alpha_bar_t).": lambda: loss_of(a * x0 + (1 - a) * eps),
+            "Check the noise coefficient of x_t: sqrt(1 - alpha_bar_t), not 1 - alpha_bar_t.":
+                lambda: loss_of(a.sqrt() * x0 + (1 - a) * eps),
+            "Check the signal coefficient of x_t: sqrt(alpha_bar_t), not alpha_bar_t.":
+                lambda: loss_of(a * x0 + (1 - a).sqrt() * eps),
+            "The coefficients of x_t are swapped: x0 gets sqrt(alpha_bar_t), eps gets sqrt(1 - alpha_bar_t).":
+                lambda: loss_of((1 - a).sqrt() * x0 + a.sqrt() * eps),
+            "One alpha_bar for the whole batch: every image has its own t, so index alpha_bar with the vector t and "
+            "reshape it to (B, 1, 1, 1).": lambda: loss_of(alpha_bar[t[0]].to(x0.dtype).sqrt() * x0
+                                                          + (1 - alpha_bar[t[0]].to(x0.dtype)).sqrt() * eps),
+            "alpha_bar[t - 1] is used: the code's alpha_bar[t] already is the paper's alpha_bar_{t+1} (notebook 00's "
+            "timestep convention). Index with t itself.": lambda: loss_of(x_t_at(t - 1)),
+            "alpha_bar[t + 1] is used: index the schedule with t itself.":
+                lambda: loss_of(x_t_at((t + 1).clamp(max=len(alpha_bar) - 1))),
+            "The network is given alpha_bar_t instead of the timestep t: it takes the integer t, as in training.":
+                lambda: loss_of(x_t, t_model=alpha_bar[t].to(x0.dtype)),
+            "The squared errors are summed over the pixels of each image: the simple loss averages them (mean over "
+            "images and pixels, as F.mse_loss), so that its scale does not depend on the image size.":
+                lambda: loss_of(x_t, reduce="image sum"),
+            "The squared errors are summed: take their mean over images and pixels, as F.mse_loss does.":
+                lambda: loss_of(x_t, reduce="sum"),
+            "The errors are not squared: this is the mean absolute error; the simple loss squares them.":
+                lambda: loss_of(x_t, reduce="abs"),
+            "This is the norm of the error, not the mean of its square.": lambda: loss_of(x_t, reduce="norm"),
+            "The square root of the mean squared error is taken; the loss is the mean squared error itself.":
+                lambda: loss_of(x_t, reduce="rmse"),
+        }
+        deviation = max(deviation, _compare(
+            name, reference, where, mine, expected, slips,
+            "Write it in two lines: x_t by eq. 3 with alpha_bar[t] reshaped to (B, 1, 1, 1), then the mean of "
+            "(eps - eps_model(x_t, t)) ** 2.", rtol=1e-5, atol=1e-6))
+    return _passed(name, reference, "; ".join(batches), deviation)
+
+
+def check_ema_update(ema_update: Callable) -> float:
+    r"""Check ``ema_update(ema, theta, decay)``, one step of the exponential moving average of a weight tensor.
+
+    .. math:: \theta_\text{EMA} \leftarrow \text{decay}\; \theta_\text{EMA} + (1 - \text{decay})\; \theta
+
+    what ``diffusers.training_utils.EMAModel.step`` does to each parameter (as
+    ``ema -= (1 - decay) * (ema - theta)``), with the decay its warm-up gives at that step. Reference: notebook 08,
+    exercise 2; ``helpers.train`` keeps the EMA with ``EMAModel``. Inputs: three fixed float32 weight tensors (shapes
+    ``(4, 3)``, ``(5,)``, ``(2, 3, 3, 3)``) and their current values ``theta``, ``decay`` = 0.999, 0.9, 0.0 (Python
+    floats; 0 is the warm-up's first step, which copies ``theta``). Tolerance ``1e-6 + 1e-6 |reference|``.
+    """
+    name, reference = "ema_update", "the EMA update"
+    _check_function(ema_update, name)
+    shapes, decays = ((4, 3), (5,), (2, 3, 3, 3)), (0.999, 0.9, 0.0)
+    deviation = 0.0
+    for i, (shape, decay) in enumerate(zip(shapes, decays)):
+        generator = _generator(90 + i)
+        ema, theta = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+        with _rebuilding(name, ema_update):
+            mine = ema_update(ema.clone(), theta.clone(), decay)
+        expected = ema - (1 - decay) * (ema - theta)
+        slips = {
+            "The weights are swapped: the average keeps decay (close to 1) of its old value and takes 1 - decay of "
+            "the current weights.": lambda: (1 - decay) * ema + decay * theta,
+            "The current weights are added without the factor 1 - decay: the two weights must sum to 1.":
+                lambda: decay * ema + theta,
+            "The old average is not multiplied by decay: decay * ema + (1 - decay) * theta.":
+                lambda: ema + (1 - decay) * theta,
+            "Check the sign: the average moves towards theta, ema - (1 - decay) * (ema - theta).":
+                lambda: ema + (1 - decay) * (ema - theta),
+            "It returns the current weights: the average must remember its past, decay * ema + (1 - decay) * theta.":
+                lambda: theta if decay > 0 else None,
+            "It returns the old average unchanged: add (1 - decay) of the current weights.":
+                lambda: ema,
+        }
+        deviation = max(deviation, _compare(name, reference, f"decay = {decay:g}, shape {shape}", mine, expected, slips,
+                                            "The update is decay * ema + (1 - decay) * theta.", rtol=1e-6, atol=1e-6))
+    return _passed(name, reference, f"decay = {', '.join(f'{d:g}' for d in decays)}", deviation)

@@ -7,6 +7,8 @@ root, the pseudocode's erratum, a batch-wide norm, ...) fails the matching check
 from __future__ import annotations
 
 import ast
+import contextlib
+import inspect
 import pathlib
 import re
 
@@ -14,7 +16,7 @@ import nbformat
 import pytest
 import torch
 
-from helpers import exercises, models, posterior, sampling, schedule
+from helpers import exercises, mixture, models, posterior, sampling, schedule
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -56,6 +58,17 @@ def run_check(name: str, fn, model):
     return check(fn, model) if needs_model else check(fn)
 
 
+def all_checks() -> dict:
+    """Every graded exercise -> its check, notebook 07's included."""
+    return {**{name: check for name, (_, check, _) in EXERCISES.items()}, **NOTEBOOK_07}
+
+
+def run_any_check(name: str, fn, model):
+    if name in EXERCISES:
+        return run_check(name, fn, model)
+    return graded_checks()[name](fn)     # notebooks 07 and 08: no model
+
+
 # ---- (b) the notebooks' solutions pass ----
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -69,16 +82,128 @@ def test_the_notebook_solution_passes_its_check(name, model, capsys):
     assert deviation < 1e-5
 
 
-@pytest.mark.parametrize("name, reference", [
-    ("forward_sample", lambda x0, z, t, alpha_bar: schedule.add_noise(x0, z, t, alpha_bar)),
-    ("sdedit_start", lambda y, t_start, z, alpha_bar: schedule.add_noise(y, z, t_start, alpha_bar)),
-    ("score_ald_update", lambda model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y:
-        posterior.score_ald_step(model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y)[0]),
-    ("dps_update", lambda model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y:
-        posterior.dps_step(model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y=sigma_y, step="paper")[0]),
-])
-def test_the_helpers_reference_passes_exactly(name, reference, model):
-    assert run_check(name, reference, model) == 0.0
+# ---- (a) a solution that delegates to the helper it should rebuild fails ----
+
+def timestep_of(model, alpha_bar_t) -> int:
+    """The index t with model.alpha_bar[t] == alpha_bar_t: how a delegating solution finds the t it is not given."""
+    return int((model.alpha_bar - alpha_bar_t.to(model.alpha_bar.dtype)).abs().argmin())
+
+
+def delegations(model) -> dict:
+    """Per graded exercise, a "solution" that calls the reference it is meant to rebuild. All but score_from_eps (which
+    is not given x_t, so no reference can be called for it) pass their checks when nothing is blocked."""
+    def seeded():
+        return torch.Generator().manual_seed(0)
+
+    def posterior_mean(x_t, x0_hat, a_t, a_prev):
+        t = timestep_of(model, a_t)
+        x_prev, _ = sampling.ddpm_step(model, x_t, t, t - 1, seeded(), variance="beta", clip_x0=False, x0_hat=x0_hat)
+        noise = (1 - a_t / a_prev).sqrt() * sampling.randn(x_t.shape, seeded(), like=x_t)
+        return x_prev - noise if t > 0 else x_prev
+
+    def ddpm_step_mine(model, x_t, t, z, variance):
+        x_prev, _ = sampling.ddpm_step(model, x_t, t, t - 1, seeded(), variance)
+        if t == 0:
+            return x_prev
+        a_t, a_prev = model.alpha_bar[t], model.alpha_bar[t - 1]
+        beta = 1 - a_t / a_prev
+        sigma = (beta if variance == "beta" else beta * (1 - a_prev) / (1 - a_t)).sqrt().to(x_t.dtype)
+        return x_prev + sigma * (z - sampling.randn(x_t.shape, seeded(), like=x_t))
+
+    return {
+        "forward_sample": lambda x0, z, t, alpha_bar: schedule.add_noise(x0, z, t, alpha_bar),
+        "score_from_eps": lambda eps, alpha_bar_t: model.score(eps, timestep_of(model, alpha_bar_t)),
+        "posterior_mean": posterior_mean,
+        "x0_hat_from_score": lambda x_t, score, alpha_bar_t: model.x0_hat(x_t, timestep_of(model, alpha_bar_t)),
+        "ddpm_step_mine": ddpm_step_mine,
+        "sdedit_start": lambda y, t_start, z, alpha_bar: schedule.add_noise(y, z, t_start, alpha_bar),
+        "score_ald_update": lambda model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y:
+            posterior.score_ald_step(model, op, x_t, y, t, t_prev, generator, gamma_t, sigma_y)[0],
+        "dps_update": lambda model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y:
+            posterior.dps_step(model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y=sigma_y, step="paper")[0],
+        "mixture_score": lambda weights, means, covs, x_t, alpha_bar_t: mixture.score(
+            mixture.noised(mixture.GaussianMixture(weights, means, covs), alpha_bar_t), x_t),
+        "component_posterior": lambda mean, cov, A, y, sigma_y: mixture.component_posterior(mean, cov, A, y, sigma_y),
+        "training_loss": lambda eps_model, x0, t, eps, alpha_bar: torch.nn.functional.mse_loss(
+            eps_model(schedule.add_noise(x0, eps, t, alpha_bar), t), eps),
+    }
+
+
+BLOCKED = {"forward_sample": "schedule.add_noise", "score_from_eps": "model.score",
+           "posterior_mean": "sampling.ddpm_step", "x0_hat_from_score": "model.x0_hat",
+           "ddpm_step_mine": "sampling.ddpm_step", "sdedit_start": "schedule.add_noise",
+           "score_ald_update": "posterior.score_ald_step", "dps_update": "posterior.dps_step",
+           "mixture_score": "mixture.noised", "component_posterior": "mixture.component_posterior"}
+if hasattr(exercises, "check_training_loss"):   # notebook 08
+    BLOCKED["training_loss"] = "schedule.add_noise"
+
+
+def graded_checks() -> dict:
+    """Every check in helpers.exercises, keyed by the learner's function it checks (its first parameter)."""
+    return {next(iter(inspect.signature(check).parameters)): check
+            for name, check in inspect.getmembers(exercises, inspect.isfunction) if name.startswith("check_")}
+
+
+def test_every_graded_exercise_has_its_references_blocked():
+    checks = graded_checks()
+    assert set(all_checks()) <= set(checks) and set(checks) <= set(exercises.REBUILDS)
+    for name, check in checks.items():
+        assert f"with _rebuilding(name, {name}):" in inspect.getsource(check), (
+            f"exercises.{check.__name__} runs the learner's {name} outside _rebuilding")
+    assert set(BLOCKED) == {name for name in checks if exercises.REBUILDS[name][2]}
+
+
+def references_now() -> dict:
+    return {(id(owner), attribute): vars(owner)[attribute]
+            for _, _, references in exercises.REBUILDS.values() for owner, attribute in references}
+
+
+@pytest.mark.parametrize("name", BLOCKED)
+def test_a_solution_calling_the_reference_fails_with_implement_this_yourself(name, model):
+    before = references_now()
+    source = exercises.REBUILDS[name][0]
+    message = (rf"{name} calls {re.escape(BLOCKED[name])}: implement this yourself from {re.escape(source)}; "
+               rf"{re.escape(BLOCKED[name])} is what this exercise rebuilds \(allowed here: ")
+    with pytest.raises(AssertionError, match=message):
+        run_any_check(name, delegations(model)[name], model)
+    assert references_now() == before
+
+
+@pytest.mark.parametrize("name", [name for name in BLOCKED if name != "score_from_eps"])
+def test_the_same_delegation_passes_when_nothing_is_blocked(name, model, monkeypatch):
+    """What fails the delegations is the blocking alone: without it they match the reference."""
+    monkeypatch.setattr(exercises, "_rebuilding", lambda exercise, fn: contextlib.nullcontext())
+    assert run_any_check(name, delegations(model)[name], model) < 1e-5
+
+
+def test_the_reference_itself_or_imported_by_name_is_blocked_too():
+    with pytest.raises(AssertionError, match="component_posterior calls mixture.component_posterior: implement this"):
+        exercises.check_component_posterior(mixture.component_posterior)
+    namespace = {"add_noise": schedule.add_noise}    # a notebook that ran `from helpers.schedule import add_noise`
+    exec("def forward_sample(x0, z, t, alpha_bar):\n    return add_noise(x0, z, t, alpha_bar)\n", namespace)
+    with pytest.raises(AssertionError, match="forward_sample calls schedule.add_noise: implement this yourself"):
+        exercises.check_forward_sample(namespace["forward_sample"])
+    assert namespace["add_noise"] is schedule.add_noise
+
+
+def test_the_references_are_restored_after_a_pass_a_failure_and_an_error(model):
+    before = references_now()
+    exercises.check_x0_hat(lambda x_t, score, a: (x_t + (1 - a) * score) / a.sqrt(), model)
+    assert references_now() == before
+    with pytest.raises(AssertionError, match="implement this yourself"):
+        exercises.check_x0_hat(lambda x_t, score, a: model.x0_hat(x_t, 50), model)
+    assert references_now() == before
+
+    def raises(model, op, x_t, y, t, t_prev, generator, zeta_t, sigma_y):
+        assert posterior.dps_step is not before[(id(posterior), "dps_step")]   # blocked while it runs
+        raise ValueError("the learner's own error")
+
+    with pytest.raises(ValueError, match="the learner's own error"):
+        exercises.check_dps_update(raises, model)
+    assert references_now() == before
+    assert models.DiffusionModel.x0_hat is before[(id(models.DiffusionModel), "x0_hat")]
+    x_t = torch.zeros(1, 3, model.image_size, model.image_size)
+    assert model.x0_hat(x_t, 10).shape == x_t.shape           # the model works again after the checks
 
 
 # ---- (c) wrong solutions fail, naming the slip ----
@@ -365,16 +490,6 @@ def test_the_notebook_07_solution_passes_its_check(name, capsys):
     line = capsys.readouterr().out
     assert line.startswith(f"✓ {name} matches") and f"max deviation {deviation:.1e}" in line
     assert deviation < 1e-9
-
-
-def test_the_mixture_references_pass_exactly():
-    from helpers import mixture
-
-    def mixture_score(weights, means, covs, x_t, alpha_bar_t):
-        return mixture.score(mixture.noised(mixture.GaussianMixture(weights, means, covs), alpha_bar_t), x_t)
-
-    assert exercises.check_mixture_score(mixture_score) == 0.0
-    assert exercises.check_component_posterior(mixture.component_posterior) == 0.0
 
 
 def mixture_score_with(slip):
