@@ -273,7 +273,8 @@ def check_forward_sample(forward_sample: Callable) -> float:
         a = alpha_bar[t].to(x0.dtype)
         deviation = max(deviation, _compare(
             name, reference, f"t = {t}", mine, expected, _eq3_slips(a, x0, z, alpha_bar, t, "x0"),
-            "Write eq. 3 term by term: sqrt(alpha_bar[t]) * x0 + sqrt(1 - alpha_bar[t]) * z.", rtol=1e-5, atol=1e-6))
+            "Write eq. 3 term by term: the coefficient of x0, then that of z, both from alpha_bar[t].", rtol=1e-5,
+            atol=1e-6))
     return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
 
 
@@ -313,7 +314,8 @@ def check_score_from_eps(score_from_eps: Callable, model: DiffusionModel) -> flo
         }
         deviation = max(deviation, _compare(
             name, reference, f"t = {t}", mine, expected, slips,
-            "The score is the predicted noise, with a minus sign, divided by sqrt(1 - alpha_bar_t).",
+            "Compare your line with the relation below eq. 4: which way the score points, and what scale of the "
+            "noise in x_t (eq. 3) the prediction is divided by.",
             rtol=1e-5, atol=1e-5))
     return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
 
@@ -422,8 +424,8 @@ def check_x0_hat(x0_hat_from_score: Callable, model: DiffusionModel) -> float:
         }
         deviation = max(deviation, _compare(
             name, reference, f"t = {t}", mine, expected, slips,
-            "Compare your line with eq. 6 piece by piece: the bracket x_t + (1 - alpha_bar_t) * score first, then the "
-            "division by sqrt(alpha_bar_t).", rtol=1e-5, atol=1e-5))
+            "Compare your line with eq. 6 (the score form) piece by piece: the bracket first, then the division.",
+            rtol=1e-5, atol=1e-5))
     return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
 
 
@@ -521,8 +523,8 @@ def check_sdedit_start(sdedit_start: Callable) -> float:
         a = alpha_bar[t_start].to(y.dtype)
         deviation = max(deviation, _compare(
             name, reference, f"t_start = {t_start}", mine, expected, _eq3_slips(a, y, z, alpha_bar, t_start, "y"),
-            "SDEdit's start is eq. 3 with y in place of x0: sqrt(alpha_bar[t_start]) * y + "
-            "sqrt(1 - alpha_bar[t_start]) * z.", rtol=1e-5, atol=1e-6))
+            "SDEdit's start is eq. 3 with y in place of x0, your forward_sample of notebook 01 at t_start.",
+            rtol=1e-5, atol=1e-6))
     return _passed(name, reference, f"t_start = {', '.join(map(str, steps))}", deviation)
 
 
@@ -585,8 +587,9 @@ def check_score_ald_update(score_ald_update: Callable, model: DiffusionModel) ->
         }
         deviation = max(deviation, _compare(
             name, reference, f"t = {t} -> t_prev = {t_prev}", mine, expected, slips,
-            "Start from x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, generator), then subtract "
-            "2 A^H(A x_t - y) / (sigma_y^2 + gamma_t^2), with op.A and op.A_adjoint.", rtol=1e-5, atol=1e-5))
+            "Start from x_prev, _ = sampling.ddpm_step(model, x_t, t, t_prev, generator), then take the data step of "
+            "the pseudocode, with the gradient of ||A x_t - y||^2 worked out by hand (op.A, op.A_adjoint).",
+            rtol=1e-5, atol=1e-5))
     return _passed(name, reference, ", ".join(f"t = {t} -> {t_prev}" for t, t_prev in cases), deviation)
 
 
@@ -742,8 +745,8 @@ def check_mixture_score(mixture_score: Callable) -> float:
         }
         deviation = max(deviation, _compare(
             name, reference, f"t = {t}", mine, expected, slips,
-            "Write it in three steps: the noised components (mean sqrt(a) m_k, covariance a C_k + (1 - a) I), the "
-            "responsibilities by a softmax over k, and the sum of -r_k Sigma_k^{-1} (x_t - mu_k).",
+            "Write it in three steps: the noised components of eq. 3a, the responsibilities by a softmax over k, and "
+            "the weighted sum of eq. 3b.",
             rtol=1e-8, atol=1e-8))
     return _passed(name, reference, f"t = {', '.join(map(str, steps))}", deviation)
 
@@ -800,8 +803,8 @@ def check_component_posterior(component_posterior: Callable) -> float:
             deviation = max(deviation, _compare(
                 f"{name} ({part})", reference, where, mine, expected,
                 {cause: (lambda compute=compute, index=index: compute()[index]) for cause, compute in slips.items()},
-                "Write it in the order of the formula: S, then G = C A^T S^{-1} (torch.linalg.solve or inv), then the "
-                "mean and the covariance.", rtol=1e-9, atol=1e-9))
+                "Write it in the order of eq. 8a: S, then the gain G (torch.linalg.solve or inv), then the mean and "
+                "the covariance.", rtol=1e-9, atol=1e-9))
     return _passed(name, reference, ", ".join(cases), deviation)
 
 
