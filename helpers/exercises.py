@@ -13,6 +13,8 @@ check                                 your function                notebook  ref
 :func:`check_sdedit_start`            ``sdedit_start``              05        ``schedule.add_noise`` (eq. 3)
 :func:`check_score_ald_update`        ``score_ald_update``          06        ``posterior.score_ald_step``
 :func:`check_dps_update`              ``dps_update``                06        ``posterior.dps_step(step="paper")``
+:func:`check_training_loss`           ``training_loss``             08        ``helpers.train``'s loss (eq. 3)
+:func:`check_ema_update`              ``ema_update``                08        diffusers' ``EMAModel.step``
 ====================================  ===========================  ========  =====================================
 
 Every check does the same four things:
@@ -158,6 +160,7 @@ REBUILDS: dict[str, tuple[str, str, tuple[tuple[object, str], ...]]] = {
 
 
 def _reference_name(owner: object, attribute: str) -> str:
+    """How the notebooks call a reference: ``model.x0_hat``, ``schedule.add_noise``, ``mixture.score``."""
     if owner is DiffusionModel:
         return f"model.{attribute}"
     if isinstance(owner, type):
