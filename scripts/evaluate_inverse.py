@@ -81,7 +81,7 @@ DEFAULTS = {
     # per-task hyperparameters, each method's one knob
     "lam": {"blur": 0.03},                                     # tikhonov: weight of the gradient penalty
     "t_start": {"box": 10, "random": 200, "blur": 10},       # sdedit: start timestep t_0 (code index, < T)
-    "gamma": {"box": 1.5, "random": 1.3, "blur": 1.2},         # score_ald: gamma scale (posterior.score_ald_gamma)
+    "gamma": {"box": 1.7, "random": 1.3, "blur": 1.2},         # score_ald: gamma scale (posterior.score_ald_gamma)
     "zeta_paper": {"box": 2.5e-4, "random": 2.5e-4, "blur": 2.5e-4},  # dps_paper: zeta_1000 (see below)
     "zeta_published": {"box": 0.1, "random": 0.17, "blur": 0.3},       # dps_published: zeta_1000 (see below)
 }
@@ -208,11 +208,21 @@ def resolve_settings(args, model) -> dict:
         raise ValueError(f"--steps must be at most the model's T = {model.T}; got {args.steps}.")
     return {
         "format": FORMAT, "data": str(pathlib.Path(args.data).resolve()), "crop_box": args.crop_box,
-        "model": model.name, "image_size": model.image_size, "mask_seed": 0, "sigma_y": args.sigma_y,
+        "model": model.name, "weights": weights_fingerprint(model), "image_size": model.image_size, "mask_seed": 0,
+        "sigma_y": args.sigma_y,
         "steps": args.steps, "sdedit_steps": args.sdedit_steps, "variance": variance, "samples": args.samples,
         "network_autocast": str(model.autocast_dtype), "lpips": (not args.no_lpips),
         **{key: dict(sorted(getattr(args, key).items())) for key in HYPERPARAMETERS.values()},
     }
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 of the network's parameters and buffers as loaded (so a re-trained model never reuses a run folder)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.unet.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def settings_hash(settings: dict) -> str:

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -129,6 +130,17 @@ def test_different_settings_go_to_different_run_folders(evaluate_inverse, image_
     evaluate_inverse.main([*common, "--sigma-y", "0.1"])
     evaluate_inverse.main([*common, "--gamma", "box=2.0"])
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_retrained_model_never_reuses_a_run_folder(evaluate_inverse):
+    """The settings carry a fingerprint of the weights: the same model name with other weights is other settings."""
+    from helpers import models
+    model = models.load_model("faces", device="cpu")
+    before = evaluate_inverse.weights_fingerprint(model)
+    assert evaluate_inverse.weights_fingerprint(model) == before
+    with torch.no_grad():
+        next(model.unet.parameters()).view(-1)[0] += 1e-3
+    assert evaluate_inverse.weights_fingerprint(model) != before
 
 
 # ---- bad inputs ----

@@ -575,3 +575,109 @@ def test_component_posterior_must_return_a_pair():
     with pytest.raises(AssertionError, match=r"component_posterior returned Tensor for two projections, sigma_y = 0\.2; "
                                              r"it should return a tuple \(post_mean, post_cov\)"):
         exercises.check_component_posterior(lambda mean, cov, A, y, sigma_y: mean)
+
+
+# ---- notebook 08: the training loss and the EMA update ----
+
+NOTEBOOK_08 = {"training_loss": exercises.check_training_loss, "ema_update": exercises.check_ema_update}
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_08)
+def test_the_notebook_08_solution_passes_its_check(name, capsys):
+    functions = notebook_functions("08_training.ipynb")
+    assert name in functions, f"08_training.ipynb defines no function {name} in a definitions-only cell"
+    deviation = NOTEBOOK_08[name](functions[name])
+    line = capsys.readouterr().out
+    assert line.startswith(f"✓ {name} matches") and f"max deviation {deviation:.1e}" in line
+    assert deviation < 1e-6
+
+
+def test_the_training_references_pass():
+    import torch.nn.functional as F
+    from diffusers.training_utils import EMAModel
+
+    def training_loss(eps_model, x0, t, eps, alpha_bar):   # helpers.train's loss, eq. 3 written out
+        a = alpha_bar[t].to(x0.dtype)[:, None, None, None]
+        return F.mse_loss(eps_model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t), eps)
+
+    assert exercises.check_training_loss(training_loss) < 1e-6
+
+    def ema_update(ema, theta, decay):   # diffusers' EMAModel.step at a fixed decay
+        reference = EMAModel([torch.nn.Parameter(ema.clone())], decay=decay, min_decay=decay, update_after_step=-2)
+        reference.step([torch.nn.Parameter(theta)])
+        return reference.shadow_params[0].detach()
+
+    assert exercises.check_ema_update(ema_update) < 1e-6
+
+
+def training_loss_with(slip):
+    """The simple loss, written out, with one of the usual slips."""
+    def training_loss(eps_model, x0, t, eps, alpha_bar):
+        index = {"t - 1": t - 1, "t + 1": (t + 1).clamp(max=len(alpha_bar) - 1), "one t": t[:1]}.get(slip, t)
+        a = alpha_bar[index].float().reshape(-1, 1, 1, 1)
+        x_t = {"x0 to the model": x0, "no roots": a * x0 + (1 - a) * eps, "noise not rooted": a.sqrt() * x0 + (1 - a) * eps,
+               "signal not rooted": a * x0 + (1 - a).sqrt() * eps,
+               "swapped": (1 - a).sqrt() * x0 + a.sqrt() * eps}.get(slip, a.sqrt() * x0 + (1 - a).sqrt() * eps)
+        eps_hat = eps_model(x_t, alpha_bar[t].float() if slip == "alpha_bar to the model" else t)
+        error = (x0 if slip == "x0 target" else eps) - eps_hat
+        return {"image sum": (error ** 2).sum(dim=(1, 2, 3)).mean(), "sum": (error ** 2).sum(),
+                "abs": error.abs().mean(), "norm": error.norm(), "rmse": (error ** 2).mean().sqrt(),
+                "per image": (error ** 2).mean(dim=(1, 2, 3))}.get(slip, (error ** 2).mean())
+
+    return training_loss
+
+
+def test_the_training_loss_written_here_passes():
+    assert exercises.check_training_loss(training_loss_with(None)) < 1e-6
+
+
+@pytest.mark.parametrize("slip, message", [
+    ("x0 target", "The network's output is compared with x0"),
+    ("x0 to the model", "The network is given x0"),
+    ("no roots", "Both square roots are missing in x_t"),
+    ("noise not rooted", "Check the noise coefficient of x_t"),
+    ("signal not rooted", "Check the signal coefficient of x_t"),
+    ("swapped", "The coefficients of x_t are swapped"),
+    ("one t", "One alpha_bar for the whole batch"),
+    ("t - 1", "alpha_bar[t - 1] is used"),
+    ("t + 1", "alpha_bar[t + 1] is used"),
+    ("alpha_bar to the model", "The network is given alpha_bar_t instead of the timestep t"),
+    ("image sum", "summed over the pixels of each image"),
+    ("sum", "The squared errors are summed: take their mean"),
+    ("abs", "The errors are not squared"),
+    ("norm", "This is the norm of the error"),
+    ("rmse", "The square root of the mean squared error is taken"),
+])
+def test_training_loss_slips(slip, message):
+    with pytest.raises(AssertionError, match=r"training_loss differs from the simple loss \(eq\. 3 inside\) by "
+                                             r"[0-9.e+-]+ at t = 999, 400, 50, 0 ") as info:
+        exercises.check_training_loss(training_loss_with(slip))
+    assert message in str(info.value)
+
+
+def test_a_loss_per_image_is_named():
+    with pytest.raises(AssertionError, match=r"training_loss returned one loss per image, shape \(4,\), at t = 999, "
+                                             r"400, 50, 0; the training loss is one number, their mean"):
+        exercises.check_training_loss(training_loss_with("per image"))
+
+
+@pytest.mark.parametrize("slip, ema_update, message", [
+    ("swapped", lambda ema, theta, decay: (1 - decay) * ema + decay * theta, "The weights are swapped"),
+    ("no 1 - decay", lambda ema, theta, decay: decay * ema + theta, "added without the factor 1 - decay"),
+    ("no decay", lambda ema, theta, decay: ema + (1 - decay) * theta, "The old average is not multiplied by decay"),
+    ("sign", lambda ema, theta, decay: ema + (1 - decay) * (ema - theta), "Check the sign: the average moves towards"),
+    ("theta", lambda ema, theta, decay: theta, "It returns the current weights"),
+    ("ema", lambda ema, theta, decay: ema, "It returns the old average unchanged"),
+])
+def test_ema_update_slips(slip, ema_update, message):
+    with pytest.raises(AssertionError, match=r"ema_update differs from the EMA update by [0-9.e+-]+ at decay = 0\.999, "
+                                             r"shape \(4, 3\)") as info:
+        exercises.check_ema_update(ema_update)
+    assert message in str(info.value)
+
+
+def test_an_in_place_ema_update_passes():
+    def ema_update(ema, theta, decay):
+        return ema.mul_(decay).add_(theta, alpha=1 - decay)
+
+    assert exercises.check_ema_update(ema_update) < 1e-6
