@@ -229,10 +229,7 @@ def written_answers(notebook) -> list[tuple[int, nbformat.NotebookNode]]:
             and cell.metadata.get("nbgrader", {}).get("solution") and cell.metadata["nbgrader"].get("grade")]
 
 
-CONCEPT_NOTEBOOKS = [name for name in SOURCES if name[:2] in {f"{i:02d}" for i in range(8)}]
-
-
-@pytest.mark.parametrize("name", CONCEPT_NOTEBOOKS)
+@pytest.mark.parametrize("name", SOURCES)
 def test_every_notebook_asks_a_conceptual_question_before_its_summary(name, pairs):
     source, student, _ = pairs[name]
     summary = next(i for i, cell in enumerate(source.cells) if cell.cell_type == "markdown"
@@ -251,7 +248,7 @@ def test_every_notebook_asks_a_conceptual_question_before_its_summary(name, pair
 def test_the_end_of_notebook_exercises_have_model_answers(name, pairs):
     source, student, _ = pairs[name]
     for i, cell in enumerate(source.cells):
-        if cell.cell_type == "markdown" and re.match(r"(## Exercises|\*\*Exercises\.\*\*)", cell.source):
+        if cell.cell_type == "markdown" and re.match(r"(## (More )?[Ee]xercises|\*\*Exercises\.\*\*)", cell.source):
             answer = source.cells[i + 1]
             assert answer in [c for _, c in written_answers(source)] and solution_regions(answer.source), (
                 f"{name}: the exercises list is not followed by a manually graded answer cell")
