@@ -53,13 +53,15 @@ train: $(STAMP)
 		--lr-schedule cosine --min-lr 3e-5 --bf16 --threads 1 --checkpoint-every 500
 
 ## Copy the run's EMA weights into the package and write the model card (recipe, loss, both sample grids, the
-## evaluation against OLD, speed). INIT_ITERATIONS: the iterations of the model the run was warm-started from.
+## evaluation against OLD, speed), then the held-out loss per t that notebook 08 plots (scripts/loss_by_t.py).
+## INIT_ITERATIONS: the iterations of the model the run was warm-started from.
 ## OLD defaults to the shipped model before the export; on a second export, pass OLD= the 4,500-iteration model
 ## restored from git (see scripts/export_model.py).
 INIT_ITERATIONS ?= 4500
 export-model: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) scripts/export_model.py --run $(RUN) --data $(DATA) \
 		--init-iterations $(INIT_ITERATIONS) $(if $(OLD),--old $(OLD))
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) scripts/loss_by_t.py --data $(DATA)
 
 ## Held-out quality of NEW (default: the shipped model), or of NEW against OLD on the same draws: denoising loss
 ## by bands of t, single-step x0_hat against the best Gaussian filter, 64 DDPM samples each (in EVALUATE_OUT).
