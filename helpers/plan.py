@@ -99,7 +99,9 @@ class SDEdit:
 
 @dataclasses.dataclass(frozen=True)
 class PosteriorSampling:
-    """Notebook 06: ScoreALD and DPS with ``num_steps`` reverse steps, SDEdit with ``sdedit_steps``; evaluation on
+    """Notebook 06: DPS with ``num_steps`` reverse steps, ScoreALD with ``score_ald_steps`` (one network call per step
+    against DPS's forward and backward pass: twice the steps is the same compute), SDEdit with ``sdedit_steps``;
+    evaluation on
     ``eval_names`` + ``num_eval_samples`` model samples, each measured once and reconstructed ``num_draws`` times
     with independent sampler noise; tuning samples (``num_tune_samples``, all samples drawn with ``sample_steps``
     DDPM steps); the posterior mean of ``mean_samples`` DPS samples per evaluation face.
@@ -113,6 +115,7 @@ class PosteriorSampling:
     """
 
     num_steps: int
+    score_ald_steps: int
     t_start: int | None
     sdedit_steps: int
     sigma_y: float
@@ -167,7 +170,7 @@ class RunPlan:
             f"{self.ddpm.batch_steps} steps",
             f"  05: Figs. 4-5 with {'all' if self.sdedit.fig_steps is None else self.sdedit.fig_steps} steps, "
             f"sweep {len(self.sdedit.t_sweep)} t_start x {self.sdedit.num_draws} draws x {self.sdedit.sweep_steps} steps",
-            f"  06: {p.num_steps} steps, {len(p.eval_names) + p.num_eval_samples} evaluation faces x {p.num_draws} "
+            f"  06: DPS {p.num_steps} steps, ScoreALD {p.score_ald_steps}, {len(p.eval_names) + p.num_eval_samples} evaluation faces x {p.num_draws} "
             f"draws, step sizes "
             f"{step_sizes}; misfit of every {p.keep_every}th state, {p.network_chunk} images per network call",
         ])
@@ -187,10 +190,11 @@ EMBEDDED = RunPlan(
                       batch_steps=100, num_check=2, oracle_steps=10),
     sdedit=SDEdit(t_fig=(250, 500, 750), fig_steps=None, t_sweep=(10, 25, 50, 100, 175, 250, 375, 500, 750, 950),
                   num_draws=3, sweep_steps=50),
-    # 50 steps: notebook 06 within 5 minutes on 2 CPU cores; scripts/evaluate_inverse.py measures 50 vs 250 steps.
+    # 50 DPS steps: notebook 06 within 5 minutes on 2 CPU cores; scripts/evaluate_inverse.py measures 50 vs 250
+    # steps. ScoreALD gets 100, the same compute (a DPS step costs 2.0-2.3 ScoreALD steps on the CPU, measured).
     # SDEdit's candidates bracket the paper's t_start = 500 matched to 32 x 32 by signal-to-noise ratio (125;
     # notebook 05).
-    posterior=PosteriorSampling(num_steps=50, t_start=None, sdedit_steps=50, sigma_y=0.05,
+    posterior=PosteriorSampling(num_steps=50, score_ald_steps=100, t_start=None, sdedit_steps=50, sigma_y=0.05,
                                 eval_names=("astronaut", "grace_hopper"), num_eval_samples=6, num_draws=2,
                                 num_tune_samples=4, sample_steps=100, check_steps=10, mean_samples=4, tune=True,
                                 search_gamma=(1.2, 1.5, 2.0, 3.0), search_zeta_1000=(0.03, 0.1, 0.3, 1.0),
@@ -223,7 +227,8 @@ PAPER_SCALE = RunPlan(
                       batch_steps=100, num_check=2, oracle_steps=10),
     sdedit=SDEdit(t_fig=(250, 500, 750), fig_steps=None, t_sweep=(10, 25, 50, 100, 175, 250, 375, 500, 750, 950),
                   num_draws=3, sweep_steps=50),
-    posterior=PosteriorSampling(num_steps=200, t_start=500, sdedit_steps=200, sigma_y=0.05,
+    # ScoreALD with DPS's 200 steps, not twice as many: the T4 budget of notebook 06 (scripts/audit_gpu_plan.py).
+    posterior=PosteriorSampling(num_steps=200, score_ald_steps=200, t_start=500, sdedit_steps=200, sigma_y=0.05,
                                 eval_names=("astronaut", "grace_hopper"), num_eval_samples=0, num_draws=1,
                                 num_tune_samples=2, sample_steps=100, check_steps=10, mean_samples=2, tune=False,
                                 search_gamma=(), search_zeta_1000=(), search_t_start=(), search_lam=(),
@@ -261,6 +266,6 @@ def run_plan(model, device: str | torch.device | None = None) -> RunPlan:
     if device.type == "cuda":
         return dataclasses.replace(
             EMBEDDED, name="embedded-cuda", why="the 32x32 embedded model on a CUDA GPU: notebook 06 with all T steps",
-            posterior=dataclasses.replace(EMBEDDED.posterior, num_steps=model.T,
+            posterior=dataclasses.replace(EMBEDDED.posterior, num_steps=model.T, score_ald_steps=model.T,
                                           sdedit_steps=model.T))
     return EMBEDDED

@@ -62,15 +62,16 @@ import torch
 # ---------------------------------------------------------------------------------------------------------------
 # DEFAULTS: every setting that has a default, in one place. Per-task values are {task: value}; on the command line
 # pass one value for all tasks (--gamma 1.5) or per task (--gamma box=1.5,random=1.5,blur=1.2).
-# The hyperparameter values below are the ones notebook 06 chose for the embedded model at 50 steps (its tuning
-# printout, with beta_tilde and common random numbers); dps_paper's zeta was not tuned.
+# The hyperparameter values below are the ones notebook 06 chose for the embedded model at 50 DPS steps and 100
+# ScoreALD steps (its tuning printout, with beta_tilde and common random numbers); dps_paper's zeta was not tuned.
 # ---------------------------------------------------------------------------------------------------------------
 DEFAULTS = {
     "model": "faces",                  # helpers.models.load_model name: "faces", "ffhq256", "celebahq256"
     "tasks": ["box", "random", "blur"],  # helpers.operators.course_operators (sizes relative to the image)
     "methods": ["measurement", "biharmonic", "tikhonov", "sdedit", "score_ald", "dps_paper", "dps_published"],
     "sigma_y": 0.05,                   # measurement noise std, model-range units (the notebooks' and DPS's value)
-    "steps": 50,                       # reverse steps of ScoreALD and DPS (respaced from T = 1000)
+    "steps": 50,                       # reverse steps of DPS (respaced from T = 1000)
+    "score_ald_steps": None,           # ScoreALD's; None: 2 x steps, at most T (the same compute as DPS, see below)
     "sdedit_steps": None,              # SDEdit's steps from t_start to 0; None: min(steps, t_start + 1)
     "variance": "auto",                # "auto": beta_tilde for respaced runs (steps < T), beta for full ones
     "samples": 1,                      # K reconstructions per measurement; K > 1 adds the mean of the K
@@ -81,10 +82,13 @@ DEFAULTS = {
     # per-task hyperparameters, each method's one knob
     "lam": {"blur": 0.03},                                     # tikhonov: weight of the gradient penalty
     "t_start": {"box": 10, "random": 200, "blur": 10},       # sdedit: start timestep t_0 (code index, < T)
-    "gamma": {"box": 1.7, "random": 1.3, "blur": 1.2},         # score_ald: gamma scale (posterior.score_ald_gamma)
+    "gamma": {"box": 2.4, "random": 1.3, "blur": 1.2},         # score_ald: gamma scale (posterior.score_ald_gamma)
     "zeta_paper": {"box": 2.5e-4, "random": 2.5e-4, "blur": 2.5e-4},  # dps_paper: zeta_1000 (see below)
     "zeta_published": {"box": 0.1, "random": 0.17, "blur": 0.3},       # dps_published: zeta_1000 (see below)
 }
+# A DPS step is a forward and a backward pass of the network, a ScoreALD step one forward pass: measured on the CPU,
+# a DPS step costs 2.0-2.3 ScoreALD steps (notebook 06), so by default ScoreALD runs twice DPS's steps, the same
+# compute, as in notebook 06.
 # Both DPS zetas are given per 1000 steps, as in notebook 06: the sampler gets zeta = zeta_1000 * T / steps (a
 # respaced run takes fewer, longer steps). DPS's public configs use zeta = 0.3 (blur) and 0.5 (inpainting) at 1000.
 
@@ -153,7 +157,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=d["methods"])
     parser.add_argument("--sigma-y", type=float, default=d["sigma_y"], help="measurement noise std (model range)")
     parser.add_argument("--steps", type=_positive_int("--steps"), default=d["steps"],
-                        help="reverse steps of ScoreALD and DPS")
+                        help="reverse steps of DPS")
+    parser.add_argument("--score-ald-steps", type=_positive_int("--score-ald-steps"), default=d["score_ald_steps"],
+                        help="reverse steps of ScoreALD (default: 2 x --steps, at most T: the same compute as DPS)")
     parser.add_argument("--sdedit-steps", type=_positive_int("--sdedit-steps"), default=d["sdedit_steps"],
                         help="SDEdit's steps (default: min(steps, t_start + 1))")
     parser.add_argument("--variance", choices=("auto", "beta", "beta_tilde"), default=d["variance"],
@@ -203,14 +209,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 def resolve_settings(args, model) -> dict:
     """Everything that changes a row's numbers; hashed into the run folder (images, tasks, methods and seeds are
     row keys, free to change)."""
-    variance = args.variance if args.variance != "auto" else ("beta_tilde" if args.steps < model.T else "beta")
-    if args.steps > model.T:
-        raise ValueError(f"--steps must be at most the model's T = {model.T}; got {args.steps}.")
+    for flag, value in (("--steps", args.steps), ("--score-ald-steps", args.score_ald_steps)):
+        if value is not None and value > model.T:
+            raise ValueError(f"{flag} must be at most the model's T = {model.T}; got {value}.")
+    score_ald_steps = args.score_ald_steps or min(2 * args.steps, model.T)
+    variance, score_ald_variance = (
+        args.variance if args.variance != "auto" else ("beta_tilde" if steps < model.T else "beta")
+        for steps in (args.steps, score_ald_steps))
     return {
         "format": FORMAT, "data": str(pathlib.Path(args.data).resolve()), "crop_box": args.crop_box,
         "model": model.name, "weights": weights_fingerprint(model), "image_size": model.image_size, "mask_seed": 0,
         "sigma_y": args.sigma_y,
         "steps": args.steps, "sdedit_steps": args.sdedit_steps, "variance": variance, "samples": args.samples,
+        "score_ald_steps": score_ald_steps, "score_ald_variance": score_ald_variance,
         "network_autocast": str(model.autocast_dtype), "lpips": (not args.no_lpips),
         **{key: dict(sorted(getattr(args, key).items())) for key in HYPERPARAMETERS.values()},
     }
@@ -326,7 +337,8 @@ def reconstruct(method: str, task: str, op, y: torch.Tensor, model, settings: di
         return sampling.sdedit(model, y, t_start, generator, num_steps=num_steps, variance=variance, progress=progress)
     if method == "score_ald":
         x, _ = posterior.score_ald_sample(model, op, y, generator, gamma=settings["gamma"][task],
-                                          sigma_y=settings["sigma_y"], num_steps=steps, variance=variance,
+                                          sigma_y=settings["sigma_y"], num_steps=settings["score_ald_steps"],
+                                          variance=settings["score_ald_variance"],
                                           progress=progress)
         return x
     key, step = ("zeta_paper", "paper") if method == "dps_paper" else ("zeta_published", "dps")
@@ -495,7 +507,8 @@ def _pm(mean, se, digits):
 def format_table(table, pairs, timing, settings, names, seeds) -> str:
     out = io.StringIO()
     out.write(f"{len(names)} images x {len(seeds)} seed(s); model {settings['model']}, "
-              f"sigma_y = {settings['sigma_y']}, {settings['steps']} steps, variance {settings['variance']}\n")
+              f"sigma_y = {settings['sigma_y']}, {settings['steps']} steps (ScoreALD {settings['score_ald_steps']}), "
+              f"variance {settings['variance']}\n")
     out.write("mean ± standard error over images; Δ: paired difference in PSNR; HF ratio: mean |Laplacian| of the "
               "output / the truth's (> 1 grain, < 1 blur)\n")
     header = (f"{'task':6s} {'method':28s} {'PSNR (dB)':>15s} {'Δ vs measurement':>17s} {'Δ vs classical':>15s} "

@@ -25,6 +25,7 @@ def test_embedded_model_on_the_cpu_gets_the_notebooks_cpu_sizes():
     assert (p.sdedit.fig_steps, p.sdedit.num_draws, p.sdedit.sweep_steps) == (None, 3, 50)
     post = p.posterior
     assert (post.num_steps, post.sdedit_steps, post.t_start, post.tune) == (50, 50, None, True)
+    assert post.score_ald_steps == 2 * post.num_steps   # the same compute: a DPS step is a forward and a backward pass
     assert (post.search_gamma, post.search_zeta_1000) == ((1.2, 1.5, 2.0, 3.0), (0.03, 0.1, 0.3, 1.0))
     assert 125 in range(min(post.search_t_start), max(post.search_t_start))   # t_start = 500 matched to 32 px
     assert len(post.eval_names) + post.num_eval_samples >= 8 and post.num_draws >= 2 and post.num_tune_samples >= 4
@@ -33,7 +34,7 @@ def test_embedded_model_on_the_cpu_gets_the_notebooks_cpu_sizes():
 
 def test_embedded_model_on_cuda_runs_notebook_06_with_all_steps_as_before():
     p = plan.run_plan(fake_model(32), device="cuda")
-    assert (p.posterior.num_steps, p.posterior.sdedit_steps) == (1000, 1000)   # SDEdit: every step from t_start
+    assert (p.posterior.num_steps, p.posterior.score_ald_steps, p.posterior.sdedit_steps) == (1000, 1000, 1000)
     assert dataclasses.replace(p, name="embedded", why=plan.EMBEDDED.why,
                                posterior=plan.EMBEDDED.posterior) == plan.EMBEDDED
 
