@@ -7,8 +7,9 @@ Modules (import them, e.g. ``from helpers import operators``):
 - ``sampling``: the reference DDPM sampler (eqs. 6-7) and SDEdit
 - ``posterior``: the posterior samplers ScoreALD and DPS (Sec. III-C)
 - ``operators``: forward models A and their adjoints (eq. 8)
-- ``images``: test images, loading, range conversion, the grid plot
+- ``images``: test images, loading, range conversion, saving
 - ``metrics``: PSNR, SSIM, LPIPS
+- ``figures``: ``plot_grid``, the grid plot with metrics in its captions
 - ``checks``: ``check_close``
 - ``exercises``: the checks that follow the notebooks' exercises (one per exercise)
 - ``seeding``: ``seed_everything``

@@ -1,4 +1,5 @@
-"""Test images, loading a learner's own image, range conversions, saving, and the course's one grid plot.
+"""Test images, loading a learner's own image, range conversions and saving (the grid plot is in
+:mod:`helpers.figures`).
 
 Ranges: the model works in [-1, 1] ("model range"); display and metrics use [0, 1] ("unit range").
 :func:`to_model_range` and :func:`to_unit_range` are the only places that convert between them.
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from helpers import _checks
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -55,12 +58,20 @@ NAMED_IMAGES: dict[str, NamedImage] = {
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1] (``2 x - 1``)."""
+    """[0, 1] -> [-1, 1] (``2 x - 1``). ``x``: a floating-point tensor of any shape (8-bit images: ``x / 255``).
+
+    Raises ``ValueError`` for a non-tensor or an integer tensor (``2 x - 1`` on bytes wraps around).
+    """
+    _checks.tensor(x, "x", shape="(..., H, W) in [0, 1]", ndim=None, channels=None, finite=False)
     return x * 2 - 1
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1], clamped, for display and metrics."""
+    """[-1, 1] -> [0, 1], clamped, for display and metrics. ``x``: a floating-point tensor of any shape.
+
+    Raises ``ValueError`` for a non-tensor or an integer tensor.
+    """
+    _checks.tensor(x, "x", shape="(..., H, W) in [-1, 1]", ndim=None, channels=None, finite=False)
     return ((x + 1) / 2).clamp(0, 1)
 
 
@@ -81,10 +92,14 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _centred_square(width: int, height: int) -> tuple[int, int, int, int]:
+def centred_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """The largest centred square of a ``width`` x ``height`` image as a crop box (left, top, right, bottom)."""
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     return left, top, left + side, top + side
+
+
+MAX_SIZE = 1024  # load_image's largest size: 4 times the paper's 256 x 256 models, 12 MB as float32
 
 
 def load_image(path_or_name: str | pathlib.Path, size: int = 32,
@@ -96,11 +111,15 @@ def load_image(path_or_name: str | pathlib.Path, size: int = 32,
     cropped to ``crop_box`` (left, top, right, bottom) if given, else to the named image's face-framing
     crop, else to its centred square; then resized with Lanczos filtering.
 
-    Raises ``ValueError`` for an unknown name, a file that is not an image, or a bad ``size``/``crop_box``;
+    Raises ``ValueError`` for an unknown name, a file that is not an image (or a truncated one, or a folder), a
+    ``size`` outside ``[1, MAX_SIZE]`` or a ``crop_box`` that is not four integers inside the image;
     ``FileNotFoundError`` for a missing file.
     """
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive integer number of pixels (e.g. model.image_size); got {size!r}.")
+    _checks.integer(size, "size", 1, MAX_SIZE, hint="pixels per side, e.g. model.image_size")
+    if crop_box is not None and (not isinstance(crop_box, (tuple, list)) or len(crop_box) != 4 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in crop_box)):
+        raise ValueError(f"crop_box must be None or four integers (left, top, right, bottom) in pixels; got "
+                         f"{crop_box!r}.")
     key = str(path_or_name)
     if key in NAMED_IMAGES:
         named = NAMED_IMAGES[key]
@@ -114,13 +133,18 @@ def load_image(path_or_name: str | pathlib.Path, size: int = 32,
                 raise ValueError(f"path_or_name must be one of the named images {sorted(NAMED_IMAGES)} or an "
                                  f"image file; got {key!r}, which is neither.")
             raise FileNotFoundError(f"path_or_name: no such file {key!r}.")
+        if not path.is_file():
+            raise ValueError(f"path_or_name must be an image file; got {key!r}, which is a folder.")
         try:
             with Image.open(path) as opened:
                 opened.load()
                 image = Image.fromarray(_to_rgb_uint8(opened))
         except UnidentifiedImageError as error:
             raise ValueError(f"path_or_name: {key!r} is not an image file PIL can read (PNG, JPEG, ...).") from error
-        box = crop_box or _centred_square(*image.size)
+        except (OSError, SyntaxError) as error:  # PIL: a truncated or corrupt file ("image file is truncated")
+            raise ValueError(f"path_or_name: {key!r} is a damaged image file ({error}); save it again or use another "
+                             f"one.") from error
+        box = crop_box or centred_square(*image.size)
     left, top, right, bottom = box
     if not (0 <= left < right <= image.size[0] and 0 <= top < bottom <= image.size[1]):
         raise ValueError(f"crop_box must lie inside the {image.size[0]}x{image.size[1]} image as (left, top, right, "
@@ -132,7 +156,7 @@ def load_image(path_or_name: str | pathlib.Path, size: int = 32,
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """A ``(3, H, W)`` or ``(1, 3, H, W)`` tensor in [-1, 1] -> ``(H, W, 3)`` uint8 array (values clamped)."""
-    x = _single(x, "x")
+    x = _checks.single_image(x, "x")
     return (to_unit_range(x.detach().float().cpu()) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
@@ -150,72 +174,3 @@ def save_image(x: torch.Tensor, path: str | pathlib.Path, scale: int = 1) -> pat
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
-
-
-def _single(x: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor image of shape (3, H, W) or (1, 3, H, W); got "
-                         f"{type(x).__name__}.")
-    if x.ndim == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 3 or x.shape[0] != 3:
-        raise ValueError(f"{name} must have shape (3, H, W) or (1, 3, H, W); got {tuple(x.shape)}.")
-    return x
-
-
-def plot_grid(rows: Sequence[Sequence[torch.Tensor]] | torch.Tensor, row_titles: Sequence[str] | None = None,
-              col_titles: Sequence[str] | None = None, references: Sequence[torch.Tensor | None] | None = None,
-              captions: Sequence[Sequence[str]] | None = None, path: str | pathlib.Path | None = None,
-              panel_size: float = 1.6, title: str | None = None):
-    """Plot images in [-1, 1] as a grid, as in the paper's figures; return the matplotlib figure.
-
-    ``rows``: a list of rows, each a list of images (``(3, H, W)`` or ``(1, 3, H, W)``), or a tensor
-    ``(R, C, 3, H, W)`` or ``(N, 3, H, W)`` (then one row). ``references``: one ground truth per row (or
-    ``None``); each panel of that row gets a caption with PSNR and LPIPS (SSIM when LPIPS is unavailable)
-    against it, except the reference itself. ``captions`` overrides the computed ones. Fixed display range
-    [-1, 1] (no per-image stretching), nearest-neighbour upscaling, no ticks. Saved to ``path`` if given.
-    """
-    import matplotlib.pyplot as plt
-
-    from helpers import metrics
-
-    if isinstance(rows, torch.Tensor):
-        rows = [list(rows)] if rows.ndim == 4 else [list(r) for r in rows]
-    rows = [list(r) for r in rows]
-    n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    for name, titles, n, unit in (("row_titles", row_titles, n_rows, "row"), ("col_titles", col_titles, n_cols,
-                                  "column"), ("references", references, n_rows, "row")):
-        if titles is not None and len(titles) != n:
-            raise ValueError(f"{name} must have {n} entries (one per {unit}); got {len(titles)}.")
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * n_rows + 0.3),
-                             squeeze=False)
-    for i, row in enumerate(rows):
-        reference = None if references is None or references[i] is None else _single(references[i], "references")
-        for j in range(n_cols):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(row) or row[j] is None:
-                ax.axis("off")
-                continue
-            image = _single(row[j], "rows")
-            ax.imshow(to_uint8(image), interpolation="nearest", vmin=0, vmax=255)
-            caption = None
-            if captions is not None and captions[i] is not None and j < len(captions[i]):
-                caption = captions[i][j]
-            elif reference is not None and not torch.equal(image.cpu(), reference.cpu()):
-                caption = metrics.caption(image, reference)
-            if caption:
-                ax.set_xlabel(caption, fontsize=7)
-            if i == 0 and col_titles is not None:
-                ax.set_title(col_titles[j], fontsize=9)
-            if j == 0 and row_titles is not None:
-                ax.set_ylabel(row_titles[i], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    if path is not None:
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return fig

@@ -7,12 +7,12 @@ All take images in the model range [-1, 1] -- the range every tensor of the cour
 from __future__ import annotations
 
 import functools
-import pathlib
 import warnings
 
 import torch
 
-from helpers.images import to_unit_range
+from helpers.download import torch_hub_checkpoints
+from helpers.images import to_model_range, to_unit_range
 
 
 def _batch(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -65,10 +65,6 @@ def ssim(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
 
 
-def _torch_hub_checkpoints() -> pathlib.Path:
-    return pathlib.Path(torch.hub.get_dir()) / "checkpoints"
-
-
 @functools.lru_cache(maxsize=1)
 def _lpips_network():
     """The LPIPS(AlexNet) network, or ``None`` (after printing why, once) if its backbone cannot be had."""
@@ -83,7 +79,7 @@ def _lpips_network():
               f"  Missing: the ImageNet AlexNet weights that LPIPS builds on ({LPIPS_BACKBONE_FILE}, 233 MB), which "
               f"torchvision downloads on first use; the download failed ({error}).\n"
               f"  Fix: on a machine with internet run `python -c \"import lpips; lpips.LPIPS(net='alex')\"`, or copy "
-              f"{LPIPS_BACKBONE_FILE} into {_torch_hub_checkpoints()} (set TORCH_HOME to change it).")
+              f"{LPIPS_BACKBONE_FILE} into {torch_hub_checkpoints()} (set TORCH_HOME to change it).")
         return None
     return network.eval().requires_grad_(False)
 
@@ -104,16 +100,8 @@ def lpips(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     if network is None:
         return torch.full((x.shape[0],), float("nan"))
     with torch.no_grad():
-        values = network(x.float() * 2 - 1, reference.float() * 2 - 1)  # LPIPS takes [-1, 1]
+        values = network(to_model_range(x.float()), to_model_range(reference.float()))  # LPIPS takes [-1, 1]
     return values.reshape(-1).float()
-
-
-def caption(x: torch.Tensor, reference: torch.Tensor) -> str:
-    """One panel caption: ``"PSNR 27.1 dB, LPIPS 0.123"`` (``"SSIM 0.871"`` when LPIPS is unavailable)."""
-    text = f"PSNR {psnr(x, reference).item():.1f} dB"
-    if lpips_available():
-        return text + f", LPIPS {lpips(x, reference).item():.3f}"
-    return text + f", SSIM {ssim(x, reference).item():.3f}"
 
 
 def high_frequency(x: torch.Tensor) -> torch.Tensor:

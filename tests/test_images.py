@@ -1,4 +1,4 @@
-"""Loading images of every common kind, range conversions, saving and the grid plot."""
+"""Loading images of every common kind, range conversions and saving."""
 import numpy as np
 import pytest
 import torch
@@ -92,28 +92,6 @@ def test_save_image_writes_a_png_that_reloads(tmp_path):
         assert big.size == (24, 24)
 
 
-def test_plot_grid_returns_a_figure_and_saves_it(tmp_path):
-    import matplotlib.pyplot as plt
-
-    x = torch.rand(2, 3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    fig = images.plot_grid(x, row_titles=["a", "b"], col_titles=["1", "2", "3"],
-                           references=[x[0, 0], None], path=tmp_path / "figures" / "grid.png")
-    assert (tmp_path / "figures" / "grid.png").is_file()
-    assert len(fig.axes) == 6
-    assert "PSNR" in fig.axes[1].get_xlabel()
-    plt.close(fig)
-
-
-def test_plot_grid_rejects_wrong_number_of_row_titles():
-    with pytest.raises(ValueError, match=r"row_titles must have 2 entries \(one per row\)"):
-        images.plot_grid(torch.zeros(2, 1, 3, 4, 4), row_titles=["only one"])
-
-
-def test_plot_grid_rejects_wrong_number_of_col_titles_on_a_square_grid():
-    with pytest.raises(ValueError, match=r"col_titles must have 2 entries \(one per column\)"):
-        images.plot_grid(torch.zeros(2, 2, 3, 4, 4), col_titles=["a", "b", "c"])
-
-
 # ---- bad inputs ----
 
 def test_text_file_with_png_suffix_is_not_an_image(tmp_path):
@@ -133,10 +111,37 @@ def test_unknown_named_image_lists_the_names():
         images.load_image("astronot")
 
 
-@pytest.mark.parametrize("size", [0, -8, 8.0, True])
+@pytest.mark.parametrize("size", [0, -8, 8.0, True, 100_000])
 def test_bad_size_is_rejected(size):
-    with pytest.raises(ValueError, match="size must be a positive integer"):
+    with pytest.raises(ValueError, match=rf"size must be an integer in \[1, {images.MAX_SIZE}\] .*; got {size!r}\."):
         images.load_image("astronaut", size=size)
+
+
+def test_a_truncated_file_is_a_value_error_naming_it(tmp_path):
+    path = save(gradient(64, 64, 3), tmp_path / "whole.png")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="path_or_name: .*truncated.png' is a damaged image file"):
+        images.load_image(truncated)
+
+
+def test_a_folder_is_a_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="path_or_name must be an image file; got .*, which is a folder"):
+        images.load_image(tmp_path)
+
+
+@pytest.mark.parametrize("crop_box", [(0, 0, 100), (0, 0, 100.0, 100), "0,0,100,100", (0, 0, True, 100)])
+def test_a_crop_box_that_is_not_four_integers_is_rejected(crop_box):
+    with pytest.raises(ValueError, match=r"crop_box must be None or four integers \(left, top, right, bottom\)"):
+        images.load_image("astronaut", crop_box=crop_box)
+
+
+@pytest.mark.parametrize("convert", [images.to_model_range, images.to_unit_range])
+@pytest.mark.parametrize("x, match", [(torch.zeros(3, 4, 4, dtype=torch.uint8), "floating-point tensor .* got dtype "
+                                       "torch.uint8"), (np.zeros((3, 4, 4)), "x must be a torch.Tensor")])
+def test_range_conversions_reject_integer_tensors_and_arrays(convert, x, match):
+    with pytest.raises(ValueError, match=match):
+        convert(x)
 
 
 def test_crop_box_outside_the_image_is_rejected():

@@ -53,14 +53,6 @@ def test_lpips_is_nan_when_unavailable_and_finite_otherwise():
         assert torch.isnan(values).all()
 
 
-def test_caption_names_psnr_and_a_second_metric():
-    x, reference = random_pair(batch=1)
-    text = metrics.caption(x, reference)
-    assert isinstance(text, str)
-    assert text.startswith(f"PSNR {metrics.psnr(x, reference).item():.1f} dB")
-    assert ("LPIPS" in text) if metrics.lpips_available() else ("SSIM" in text)
-
-
 # ---- bad inputs ----
 
 @pytest.mark.parametrize("shape", [(16, 16), (1, 1, 16, 16), (1, 4, 16, 16), (1, 1, 3, 16, 16)])
