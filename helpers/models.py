@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from helpers import download, paper_models
+from helpers import _checks, download, paper_models
 from helpers.download import sha256_of
 from helpers.schedule import Schedule, check_timestep, linear_schedule
 
@@ -64,46 +64,31 @@ class DiffusionModel:
         return self.schedule.T
 
     def _check(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        if not isinstance(x_t, torch.Tensor):
-            raise ValueError(f"x_t must be a torch.Tensor of shape (B, 3, {self.image_size}, {self.image_size}); "
-                             f"got {type(x_t).__name__}.")
-        if x_t.ndim != 4 or x_t.shape[1] != 3 or tuple(x_t.shape[2:]) != (self.image_size,) * 2:
-            raise ValueError(f"x_t must have shape (B, 3, {self.image_size}, {self.image_size}) for model "
-                             f"{self.name!r}; got shape {tuple(x_t.shape)}. Use images.load_image(..., "
-                             f"size={self.image_size}) to resize.")
-        if not x_t.dtype.is_floating_point:
-            raise ValueError(f"x_t must be a floating-point tensor in model range; got dtype {x_t.dtype}.")
+        """Check ``x_t`` and ``t`` once per public call; return ``t`` as a ``(B,)`` long tensor on ``x_t``'s device."""
+        size = self.image_size
+        _checks.tensor(x_t, "x_t", shape=f"(B, 3, {size}, {size}) for model {self.name!r}", size=size,
+                       fix=f"Use images.load_image(..., size={size}) to resize.")
         return check_timestep(t, self.T, batch=x_t.shape[0]).to(x_t.device)
 
     def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The network's noise prediction :math:`\\epsilon_\\theta(x_t, t)` (paper eq. 4).
 
-        ``x_t``: ``(B, 3, S, S)`` on ``self.device``; ``t``: int or ``(B,)`` integer tensor in ``[0, T)``.
-        Returns a tensor of the same shape and dtype as ``x_t``. Gradients flow if ``x_t`` requires them.
+        ``x_t``: ``(B, 3, S, S)`` on ``self.device``, finite floats; ``t``: int or ``(B,)`` integer tensor in
+        ``[0, T)``. Returns a tensor of the same shape and dtype as ``x_t``. Gradients flow if ``x_t`` requires them.
 
         Fast path (off by default on the CPU, where this is exactly ``unet(x_t, t).sample``): with
         ``autocast_dtype`` set, the network runs under ``torch.autocast`` (convolutions and attention in bfloat16
         or float16, normalisations in float32) and its output is cast back to ``x_t``'s dtype; everything outside
         the network (eqs. 5-7, the DPS gradient's arithmetic) stays in float32.
         """
-        t = self._check(x_t, t)
-        x = x_t.to(next(self.unet.parameters()).dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.autocast_dtype is None:
-            return self.unet(x, t).sample.to(x_t.dtype)
-        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
-            eps = self.unet(x, t).sample
-        return eps.to(x_t.dtype).contiguous()
+        return self._eps(x_t, self._check(x_t, t))
 
     def score(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The score :math:`s_\\theta(x_t, t) = -\\epsilon_\\theta(x_t, t) / \\sqrt{1 - \\bar\\alpha_t}`.
 
         Reference: the relation below paper eq. 4; notebook 02.
         """
-        t = self._check(x_t, t)
-        one_minus_alpha_bar = (1 - self.alpha_bar[t]).to(x_t.dtype).view(-1, 1, 1, 1)
-        return -self.eps(x_t, t) / one_minus_alpha_bar.sqrt()
+        return self._score(x_t, self._check(x_t, t))
 
     def x0_hat(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """Single-step estimate of the clean image (Tweedie's formula, paper eq. 6).
@@ -114,7 +99,22 @@ class DiffusionModel:
         """
         t = self._check(x_t, t)
         alpha_bar_t = self.alpha_bar[t].view(-1, 1, 1, 1)  # float64: 1 - alpha_bar_t keeps its digits near t = 0
-        return (x_t + (1 - alpha_bar_t).to(x_t.dtype) * self.score(x_t, t)) / alpha_bar_t.sqrt().to(x_t.dtype)
+        return (x_t + (1 - alpha_bar_t).to(x_t.dtype) * self._score(x_t, t)) / alpha_bar_t.sqrt().to(x_t.dtype)
+
+    # The unchecked forms, for a t already checked: one check per public call, not one per layer of eqs. 4-6.
+    def _eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x = x_t.to(next(self.unet.parameters()).dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.unet(x, t).sample.to(x_t.dtype)
+        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+            eps = self.unet(x, t).sample
+        return eps.to(x_t.dtype).contiguous()
+
+    def _score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        one_minus_alpha_bar = (1 - self.alpha_bar[t]).to(x_t.dtype).view(-1, 1, 1, 1)
+        return -self._eps(x_t, t) / one_minus_alpha_bar.sqrt()
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -248,7 +248,12 @@ def wrap_network(name: str, unet: torch.nn.Module, image_size: int, device: str 
     ``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``). Every loader and the GPU benchmark build models here.
     Prints one line with the precision chosen and why (:func:`describe_precision`).
     """
-    device = pick_device(device)
+    return _wrap(name, unet, image_size, pick_device(device), fast, compile)
+
+
+def _wrap(name: str, unet: torch.nn.Module, image_size: int, device: torch.device, fast: bool | None,
+          compile: bool | str) -> DiffusionModel:
+    """:func:`wrap_network` for a ``device`` that :func:`pick_device` has already checked."""
     if not (isinstance(compile, bool) or compile in COMPILE_MODES):
         raise ValueError(f"compile must be False, True or one of {list(COMPILE_MODES)}; got {compile!r}.")
     autocast_dtype, channels_last = fast_settings(device, fast)
@@ -265,12 +270,6 @@ def wrap_network(name: str, unet: torch.nn.Module, image_size: int, device: str 
                           device=device, autocast_dtype=autocast_dtype, channels_last=channels_last)
 
 
-def _load_faces(device: torch.device, fast: bool | None, compile: bool | str,
-                cache_dir: str | pathlib.Path | None) -> DiffusionModel:
-    unet = load_unet_folder(EMBEDDED_MODEL_DIR, device)
-    return wrap_network("faces", unet, int(unet.config.sample_size), device, fast=fast, compile=compile)
-
-
 def _load_ffhq256(device: torch.device, fast: bool | None, compile: bool | str,
                   cache_dir: str | pathlib.Path | None) -> DiffusionModel:
     """DPS's FFHQ checkpoint: fetched and verified, loaded strictly into the ADM U-Net, seen through its first 3
@@ -278,8 +277,7 @@ def _load_ffhq256(device: torch.device, fast: bool | None, compile: bool | str,
     spec = paper_models.FFHQ256
     folder = download.fetch(spec.files, cache_dir)
     adm = paper_models.load_adm_checkpoint(folder / spec.weights.filename, spec.architecture)
-    return wrap_network(spec.name, paper_models.EpsilonOfLearnedSigma(adm), spec.image_size, device, fast=fast,
-                        compile=compile)
+    return _wrap(spec.name, paper_models.EpsilonOfLearnedSigma(adm), spec.image_size, device, fast, compile)
 
 
 def _load_celebahq256(device: torch.device, fast: bool | None, compile: bool | str,
@@ -289,16 +287,10 @@ def _load_celebahq256(device: torch.device, fast: bool | None, compile: bool | s
     spec = paper_models.CELEBAHQ256
     folder = download.fetch(spec.files, cache_dir)
     paper_models.check_ddpm_config(folder, spec.architecture)
-    return wrap_network(spec.name, load_unet_folder(folder, torch.device("cpu")), spec.image_size, device, fast=fast,
-                        compile=compile)
+    return _wrap(spec.name, load_unet_folder(folder, torch.device("cpu")), spec.image_size, device, fast, compile)
 
 
-# The registry: model name -> function that loads it.
-MODELS = {
-    "faces": _load_faces,
-    "ffhq256": _load_ffhq256,
-    "celebahq256": _load_celebahq256,
-}
+MODEL_NAMES = ("faces", "ffhq256", "celebahq256")
 
 
 def choose_auto(device: torch.device, cache_dir: str | pathlib.Path | None = None) -> tuple[str, str]:
@@ -337,13 +329,18 @@ def load_model(name: str = "auto", device: str | torch.device = "auto", fast: bo
     Raises ``ValueError`` for an unknown name or option, ``FileNotFoundError`` for weights that are missing and
     cannot be downloaded (the message says where to put them), ``RuntimeError`` for a corrupt checkpoint.
     """
-    if name != "auto" and name not in MODELS:
-        raise ValueError(f"name must be one of {['auto', *MODELS]}; got {name!r}.")
+    if name != "auto" and name not in MODEL_NAMES:
+        raise ValueError(f"name must be one of {['auto', *MODEL_NAMES]}; got {name!r}.")
     device = pick_device(device)
     if name == "auto":
         name, why = choose_auto(device, cache_dir)
         print(f"load_model('auto') -> {name!r}: {why}.")
-    return MODELS[name](device, fast=fast, compile=compile, cache_dir=cache_dir)
+    if name == "ffhq256":
+        return _load_ffhq256(device, fast, compile, cache_dir)
+    if name == "celebahq256":
+        return _load_celebahq256(device, fast, compile, cache_dir)
+    unet = load_unet_folder(EMBEDDED_MODEL_DIR, device)  # "faces", the embedded model
+    return _wrap("faces", unet, int(unet.config.sample_size), device, fast, compile)
 
 
 def load_model_from_folder(folder: str | pathlib.Path, name: str | None = None,
@@ -352,4 +349,4 @@ def load_model_from_folder(folder: str | pathlib.Path, name: str | None = None,
     run's ``ema/`` folder, the same way as the embedded model."""
     device = pick_device(device)
     unet = load_unet_folder(folder, device)
-    return wrap_network(name or pathlib.Path(folder).name, unet, int(unet.config.sample_size), device, fast=fast)
+    return _wrap(name or pathlib.Path(folder).name, unet, int(unet.config.sample_size), device, fast, False)

@@ -120,10 +120,42 @@ def test_embedded_model_loads_and_predicts(device):
     assert eps.shape == x_t.shape and torch.isfinite(eps).all()
 
 
-def test_pick_device_auto_and_cpu():
-    assert isinstance(models.pick_device("auto"), torch.device)
-    assert models.pick_device("cpu") == torch.device("cpu")
-    assert models.pick_device(torch.device("cpu")) == torch.device("cpu")
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"),
+                                                 (False, False, "cpu")])
+def test_pick_device_auto_prefers_cuda_then_mps_then_the_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert models.pick_device("auto") == torch.device(expected)
+    assert models.pick_device("cpu") == models.pick_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device, available", [("cuda", dict(cuda=False)), ("cuda:1", dict(cuda=False)),
+                                               ("mps", dict(mps=False))])
+def test_pick_device_refuses_a_device_that_is_not_here(monkeypatch, device, available):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available.get("cuda", True))
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: available.get("mps", True))
+    with pytest.raises(RuntimeError, match=rf"device='{device}' was asked for, but .* is not available|"
+                                           rf"device='{device}' was asked for, but no CUDA GPU is available"):
+        models.pick_device(device)
+
+
+def test_load_model_resolves_the_device_once(monkeypatch, capsys):
+    calls = []
+    real = models.pick_device
+    monkeypatch.setattr(models, "pick_device", lambda device="auto": calls.append(device) or real(device))
+    model = models.load_model("faces", device="cpu")
+    assert calls == ["cpu"] and model.device == torch.device("cpu")
+
+
+def test_the_timestep_is_checked_once_per_call(tiny_model, monkeypatch):
+    calls = []
+    real = models.check_timestep
+    monkeypatch.setattr(models, "check_timestep", lambda *args, **kwargs: calls.append(args[0]) or real(*args, **kwargs))
+    x_t = x_t_batch()
+    for method in ("eps", "score", "x0_hat"):
+        calls.clear()
+        getattr(tiny_model, method)(x_t, 10)
+        assert calls == [10], method
 
 
 # ---- precision by capability (the fast path) ----
@@ -209,6 +241,61 @@ def test_eps_rejects_wrong_shape_or_channels(tiny_model, shape):
 def test_eps_rejects_integer_images(tiny_model):
     with pytest.raises(ValueError, match="x_t must be a floating-point tensor"):
         tiny_model.eps(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 0)
+
+
+@pytest.mark.parametrize("method", ["eps", "score", "x0_hat"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_model_rejects_non_finite_images(tiny_model, method, bad):
+    x_t = x_t_batch()
+    x_t[1, 0, 2, 3] = bad
+    with pytest.raises(ValueError, match="x_t must be finite; got 1 NaN or infinite values"):
+        getattr(tiny_model, method)(x_t, 10)
+
+
+@pytest.mark.parametrize("x_t", [[[0.0]], None])
+def test_model_rejects_what_is_not_a_tensor(tiny_model, x_t):
+    with pytest.raises(ValueError, match=r"x_t must be a torch.Tensor of shape \(B, 3, 8, 8\)"):
+        tiny_model.eps(x_t, 10)
+
+
+# ---- the fast GPU path against float32, on a CUDA GPU ----
+
+def _both_precisions(tiny_unet_dir):
+    exact = load_model_from_folder(tiny_unet_dir, name="float32", device="cuda", fast=False)
+    fast = load_model_from_folder(tiny_unet_dir, name="fast", device="cuda", fast=True)
+    return exact, fast
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("t", [10, 500, 990])
+def test_the_fast_path_agrees_with_float32_to_half_precision(tiny_unet_dir, t):
+    """bfloat16 keeps about 3 significant digits (float16 about 3-4): the fast eps stays within a few percent of the
+    float32 one, relative to its size, and x0_hat inherits that error scaled by sqrt((1 - alpha_bar_t)/alpha_bar_t)."""
+    exact, fast = _both_precisions(tiny_unet_dir)
+    assert fast.autocast_dtype in (torch.bfloat16, torch.float16) and exact.autocast_dtype is None
+    x_t = x_t_batch(batch=4).cuda()
+    eps_exact, eps_fast = exact.eps(x_t, t), fast.eps(x_t, t)
+    assert eps_fast.dtype == torch.float32
+    relative = (eps_fast - eps_exact).norm() / eps_exact.norm()
+    assert 0 < relative < 3e-2
+    x0_exact, x0_fast = exact.x0_hat(x_t, t), fast.x0_hat(x_t, t)
+    ratio = float(((1 - exact.alpha_bar[t]) / exact.alpha_bar[t]).sqrt())
+    assert (x0_fast - x0_exact).norm() <= 1.01 * ratio * (eps_fast - eps_exact).norm()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_fast_path_samples_like_float32(tiny_unet_dir):
+    """A short DDPM chain from the same start and noise ends close to the float32 one."""
+    from helpers import sampling
+
+    exact, fast = _both_precisions(tiny_unet_dir)
+    x_T = x_t_batch(batch=4)
+    outputs = [sampling.ddpm_sample(model, 4, torch.Generator().manual_seed(0), num_steps=10, x_T=x_T,
+                                    progress=False)[0] for model in (exact, fast)]
+    assert torch.isfinite(outputs[1]).all()
+    assert (outputs[1] - outputs[0]).abs().mean() < 0.05
 
 
 @pytest.mark.parametrize("method", ["eps", "score", "x0_hat"])
