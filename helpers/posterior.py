@@ -23,8 +23,9 @@ from typing import Literal, Protocol
 
 import torch
 
+from helpers import _checks
 from helpers.models import DiffusionModel
-from helpers.sampling import Generators, Variance, check_generator, ddpm_step, randn, respaced_timesteps, run_reverse_chain
+from helpers.sampling import Generators, Variance, ddpm_step, randn, respaced_timesteps, run_reverse_chain
 
 DPSStep = Literal["paper", "dps"]
 
@@ -60,8 +61,8 @@ def score_ald_gamma(model: DiffusionModel, t: int, gamma: float | torch.Tensor) 
     Raises ``ValueError`` for a number that is not > 0.
     """
     if not isinstance(gamma, torch.Tensor):
-        _check_number(gamma, "gamma", allow_zero=False, allow_inf=True,
-                      hint="the gamma scale of ScoreALD, e.g. 2.0; inf switches the data term off")
+        _checks.number(gamma, "gamma", allow_zero=False, allow_inf=True,
+                       hint="the gamma scale of ScoreALD, e.g. 2.0; inf switches the data term off")
         return gamma / math.sqrt(float(model.alpha_bar[t]))
     return gamma / model.alpha_bar[t].sqrt().to(gamma)
 
@@ -99,12 +100,12 @@ def score_ald_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: to
     Deviation from the paper: :math:`\hat x_0` is clipped to [-1, 1] if ``clip_x0`` (as in the DDPM and DPS
     code); the data term uses the unclipped :math:`x_t`, as printed.
     """
-    _check_number(sigma_y, "sigma_y", allow_zero=True, hint="the measurement noise std in [-1, 1] units, e.g. 0.05")
-    gamma_t = _per_image(gamma_t, "gamma_t", x_t, allow_zero=False, allow_inf=True)
+    _checks.number(sigma_y, "sigma_y", allow_zero=True, hint=SIGMA_Y_HINT)
+    gamma_t = _checks.per_image(gamma_t, "gamma_t", x_t, allow_zero=False, allow_inf=True)
     # (1)-(3) the unconditional DDPM step (eqs. 6-7): x'_{t-1} and x0_hat
     x_prev, x0_hat = ddpm_step(model, x_t, t, t_prev, generator, variance=variance, clip_x0=clip_x0)
     # (4) grad_{x_t} ||A x_t - y||^2 = 2 A^H (A x_t - y), no autograd needed
-    grad = 2 * op.A_adjoint(op.A(x_t) - y)
+    grad = 2 * op.A_adjoint(_measured(op, x_t, y) - y)
     # (5) x_{t-1} = x'_{t-1} - grad / (sigma_y^2 + gamma_t^2)   (gamma_t = inf: the data term vanishes)
     return x_prev - grad / (sigma_y ** 2 + gamma_t ** 2), x0_hat
 
@@ -149,24 +150,19 @@ def dps_step(model: DiffusionModel, op: Operator, x_t: torch.Tensor, y: torch.Te
     DPS code (the clip passes no gradient where :math:`\hat x_0` is out of range); norms are per image, whereas
     the DPS code takes one norm over the whole batch.
     """
-    if step not in ("paper", "dps"):
-        raise ValueError(f"step must be 'paper' (the paper's zeta_t / (2 sigma_y^2) times the gradient of the squared "
-                         f"norm) or 'dps' (DPS's published step, zeta times the gradient of the norm); got {step!r}.")
-    if step == "paper":
-        if sigma_y is None:
-            raise ValueError("sigma_y is required for step='paper' (the step is zeta / (2 sigma_y^2)); got None.")
-        _check_number(sigma_y, "sigma_y", allow_zero=False,
-                      hint="step='paper' divides by 2 sigma_y^2; use step='dps' for noiseless measurements")
-    elif sigma_y is not None:
-        _check_number(sigma_y, "sigma_y", allow_zero=True, hint="the measurement noise std in [-1, 1] units")
-    zeta = _per_image(zeta, "zeta", x_t, allow_zero=True, allow_inf=False)
+    _checks.one_of(step, "step", ("paper", "dps"), hint="the paper's zeta_t / (2 sigma_y^2) on the gradient of the "
+                   "squared norm, or DPS's published zeta on the gradient of the norm")
+    if step == "paper" or sigma_y is not None:  # step="dps" does not use it
+        _checks.number(sigma_y, "sigma_y", allow_zero=step == "dps", hint=SIGMA_Y_HINT if step == "dps" else
+                       "required for step='paper', which divides by 2 sigma_y^2; use step='dps' for noiseless y")
+    zeta = _checks.per_image(zeta, "zeta", x_t, allow_zero=True, allow_inf=False)
     # (1)-(2) x0_hat by eq. 6 and the data term, differentiated through the network
     with torch.enable_grad():
         x_t_grad = x_t.detach().requires_grad_()
         x0_hat = model.x0_hat(x_t_grad, t)
         if clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
-        residual = (y - op.A(x0_hat)).flatten(1)
+        residual = (y - _measured(op, x0_hat, y)).flatten(1)
         if step == "paper":
             data_term = residual.pow(2).sum(dim=1)                # ||y - A(x0_hat)||^2, per image
         else:
@@ -205,12 +201,8 @@ def score_ald_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, gener
 
     Raises ``ValueError`` for a bad ``gamma``, ``sigma_y``, ``y``, ``x_T``, ``num_steps`` or ``generator``.
     """
-    _check_number(sigma_y, "sigma_y", allow_zero=True, hint="the measurement noise std in [-1, 1] units, e.g. 0.05")
-    if not callable(getattr(op, "A_adjoint", None)):
-        raise ValueError(f"op must have an exact adjoint op.A_adjoint for ScoreALD (helpers.operators has one for "
-                         f"every operator); got {type(op).__name__} without it.")
-    x_t, y, timesteps = _start(model, op, y, generator, num_steps, x_T)
-    gamma = _per_image(gamma, "gamma", x_t, allow_zero=False, allow_inf=True)  # a float, or (B, 1, 1, 1)
+    x_t, y, timesteps = _start(model, op, y, generator, num_steps, x_T, adjoint=True)
+    gamma = _checks.per_image(gamma, "gamma", x_t, allow_zero=False, allow_inf=True)  # a float, or (B, 1, 1, 1)
 
     def step(x, t, t_prev):
         gamma_t = score_ald_gamma(model, t, gamma)  # gamma / sqrt(alpha_bar_t), per image
@@ -243,14 +235,7 @@ def dps_sample(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: 
 
     Raises ``ValueError`` for a bad ``zeta``, ``sigma_y``, ``step``, ``y``, ``x_T``, ``num_steps`` or ``generator``.
     """
-    if step not in ("paper", "dps"):
-        raise ValueError(f"step must be 'paper' or 'dps'; got {step!r}.")
-    if step == "paper" and sigma_y is None:
-        raise ValueError("sigma_y is required for step='paper' (the step is zeta / (2 sigma_y^2)); got None. Pass the "
-                         "measurement's noise std, e.g. sigma_y=0.05, or use step='dps'.")
     x_t, y, timesteps = _start(model, op, y, generator, num_steps, x_T)
-    zeta = _per_image(zeta, "zeta", x_t, allow_zero=True, allow_inf=False)
-    zeta = zeta.flatten() if isinstance(zeta, torch.Tensor) else zeta
     return run_reverse_chain(
         x_t, timesteps, lambda x, t, t_prev: dps_step(model, op, x, y, t, t_prev, generator, zeta, sigma_y=sigma_y,
                                                       step=step, variance=variance, clip_x0=clip_x0),
@@ -267,70 +252,39 @@ def residual_norm(op: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return torch.linalg.vector_norm((y - op.A(x)).flatten(1), dim=1)
 
 
-# ---- argument checks ----
+# ---- argument checks (the rules themselves are in helpers/_checks.py) ----
 
-def _check_number(value, name: str, allow_zero: bool, allow_inf: bool = False, hint: str = "") -> None:
-    allowed = ">= 0" if allow_zero else "> 0"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (allow_inf or math.isfinite(value))
-    if not ok:
-        raise ValueError(f"{name} must be a number {allowed}{' (inf allowed)' if allow_inf else ''}"
-                         f"{f' ({hint})' if hint else ''}; got {value!r}.")
+SIGMA_Y_HINT = "the measurement noise std in [-1, 1] units, e.g. 0.05"
 
 
-def _per_image(value, name: str, x: torch.Tensor, allow_zero: bool, allow_inf: bool) -> float | torch.Tensor:
-    """A number (checked, returned as a float) or a (B,) tensor (checked, returned as (B, 1, 1, 1) in x's dtype).
-
-    Numbers stay Python floats so that the step's arithmetic is the same as a loop written out with numbers, to the
-    bit (notebook 06 checks its loops against these functions that way).
-    """
-    batch = x.shape[0]
-    if isinstance(value, torch.Tensor):
-        if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch) or not value.dtype.is_floating_point:
-            raise ValueError(f"{name} must be a number or a floating-point tensor of shape ({batch},), one value per "
-                             f"image; got a {value.dtype} tensor of shape {tuple(value.shape)}.")
-        bad = torch.isnan(value) | (value < 0 if allow_zero else value <= 0)
-        if not allow_inf:
-            bad = bad | torch.isinf(value)
-        if bad.any():
-            raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}{' (inf allowed)' if allow_inf else ''}"
-                             f" for every image; got {value.tolist()}.")
-        return value.to(device=x.device, dtype=x.dtype).reshape(-1, 1, 1, 1).expand(batch, 1, 1, 1)
-    _check_number(value, name, allow_zero=allow_zero, allow_inf=allow_inf)
-    return float(value)
+def _measured(op: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``op.A(x)``, after checking that ``y`` is a finite measurement of exactly its shape (no broadcasting)."""
+    A_x = op.A(x)
+    _checks.tensor(y, "y", shape=f"op.A(x_t)'s {tuple(A_x.shape)}", ndim=None, channels=None)
+    _checks.same_shape(y, A_x, "y", "op.A(x_t)", "one measurement per image of x_t")
+    return A_x
 
 
-def _start(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: Generators,
-           num_steps: int | None, x_T: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Check the loop's inputs; return x_T (drawn from ``generator`` unless given, in ``y``'s dtype), ``y`` on the
-    model's device, and the timesteps."""
-    size = model.image_size
-    if not callable(getattr(op, "A", None)):
-        raise ValueError(f"op must be a forward model with a method op.A(x) (see helpers.operators); got "
-                         f"{type(op).__name__}.")
-    if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point or y.ndim != 4:
-        raise ValueError(f"y must be a floating-point tensor of shape (B, ...) as made by op.measure(x, sigma_y, "
-                         f"generator); got {type(y).__name__}"
-                         f"{f' of dtype {y.dtype} and shape {tuple(y.shape)}' if isinstance(y, torch.Tensor) else ''}.")
-    if not torch.isfinite(y).all() or y.abs().max() > 3:
-        raise ValueError(f"y must be finite and in model-range units ([-1, 1] images, plus noise); got values in "
-                         f"[{y.min().item():.3g}, {y.max().item():.3g}]. Measure images made with "
-                         f"images.to_model_range().")
-    shape = (y.shape[0], 3, size, size)
-    expected = tuple(op.A(torch.zeros(shape, dtype=y.dtype, device=y.device)).shape)
-    if tuple(y.shape) != expected:
-        raise ValueError(f"y must have the shape of op.A(x) for images of model {model.name!r}, {expected}; got "
-                         f"{tuple(y.shape)}. Measure images of size {size} (images.load_image(..., size={size})).")
-    if num_steps is not None and (not isinstance(num_steps, int) or isinstance(num_steps, bool)
-                                  or not 1 <= num_steps <= model.T):
-        raise ValueError(f"num_steps must be None (all {model.T} steps) or an integer in [1, {model.T}]; got "
-                         f"{num_steps!r}.")
-    check_generator(generator, y.shape[0])
-    timesteps = respaced_timesteps(model.T, num_steps or model.T)
+def _start(model: DiffusionModel, op: Operator, y: torch.Tensor, generator: Generators, num_steps: int | None,
+           x_T: torch.Tensor | None, adjoint: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Check what a loop adds to its steps' arguments; return x_T (drawn from ``generator`` unless given, in ``y``'s
+    dtype), ``y`` on the model's device, and the timesteps."""
+    for method in ("A", "A_adjoint") if adjoint else ("A",):
+        if not callable(getattr(op, method, None)):
+            raise ValueError(f"op must be a forward model with a method op.{method} (every operator of "
+                             f"helpers.operators has A and its exact adjoint A_adjoint); got {type(op).__name__}.")
+    _checks.tensor(y, "y", shape="(B, ...) as made by op.measure(x, sigma_y, generator)", ndim=4, channels=None,
+                   max_abs=3)
+    shape = (y.shape[0], 3, model.image_size, model.image_size)
+    _checks.same_shape(y, op.A(torch.zeros(shape, dtype=y.dtype, device=y.device)), "y",
+                       f"op.A(x) for images of model {model.name!r}",
+                       f"measure images of size {model.image_size}: images.load_image(..., size={model.image_size})")
+    _checks.generator(generator, y.shape[0])
+    timesteps = respaced_timesteps(model.T, model.T if num_steps is None else num_steps)
     y = y.to(model.device)
     if x_T is None:
         x_T = randn(shape, generator, like=y)
-    elif not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != shape:
-        raise ValueError(f"x_T must be None or a tensor of shape {shape}, one start per measurement; got "
-                         f"{tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__}.")
+    else:
+        _checks.tensor(x_T, "x_T", shape=f"None or {shape}, one start per measurement", size=model.image_size)
+        _checks.same_shape(x_T, y.new_empty(shape), "x_T", "one start per measurement")
     return x_T.to(device=model.device, dtype=y.dtype), y, timesteps

@@ -11,6 +11,7 @@ from typing import Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from helpers import _checks
 from helpers.models import DiffusionModel
 from helpers.schedule import add_noise
 
@@ -28,8 +29,7 @@ def respaced_timesteps(T: int, num_steps: int) -> list[int]:
 
     With ``num_steps == T`` this is ``T-1, T-2, ..., 0``: the full sampler.
     """
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or not 1 <= num_steps <= T:
-        raise ValueError(f"num_steps must be an integer in [1, {T}]; got {num_steps!r}.")
+    _checks.integer(num_steps, "num_steps", 1, T, hint=f"None for all {T} steps, where a sampler allows it")
     return torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long().tolist()
 
 
@@ -51,18 +51,6 @@ def randn(shape: tuple[int, ...], generator: Generators, like: torch.Tensor | No
     if isinstance(generator, torch.Generator):
         return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
     return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=g.device) for g in generator]).to(device)
-
-
-def check_generator(generator: Generators, batch: int) -> None:
-    """Raise ``ValueError`` unless ``generator`` is a ``torch.Generator`` or a list of ``batch`` of them."""
-    if isinstance(generator, torch.Generator):
-        return
-    if (not isinstance(generator, (list, tuple)) or len(generator) != batch
-            or not all(isinstance(g, torch.Generator) for g in generator)):
-        got = (f"a {type(generator).__name__} of {len(generator)}" if isinstance(generator, (list, tuple))
-               else type(generator).__name__)
-        raise ValueError(f"generator must be a torch.Generator (e.g. seeding.seed_everything(seed)) or a list of "
-                         f"{batch} of them, one per image; got {got}.")
 
 
 def default_variance(t: int, t_prev: int) -> Variance:
@@ -103,11 +91,11 @@ def ddpm_step(model: DiffusionModel, x_t: torch.Tensor, t: int, t_prev: int, gen
     Deviation from the paper: ``clip_x0=True`` clips :math:`\\hat x_0` as the DDPM and DPS code do; pass
     ``False`` for the pseudocode as printed.
     """
-    if variance not in ("beta", "beta_tilde", None):
-        raise ValueError(f"variance must be 'beta', 'beta_tilde' or None (beta for single steps, beta_tilde for "
-                         f"respaced jumps); got {variance!r}.")
+    _checks.one_of(variance, "variance", ("beta", "beta_tilde", None),
+                   hint="beta for single steps, beta_tilde for respaced jumps")
     if not -1 <= t_prev < t:
         raise ValueError(f"t_prev must satisfy -1 <= t_prev < t; got t={t}, t_prev={t_prev}.")
+    _checks.generator(generator, x_t.shape[0])
     # (1) x0_hat by eq. 6
     if x0_hat is None:
         x0_hat = model.x0_hat(x_t, t)
@@ -166,11 +154,14 @@ def ddpm_sample(model: DiffusionModel, num_samples: int, generator: Generators, 
     :math:`\\tilde\\beta`). Returns ``(x_0, kept)`` where
     ``kept[t]`` is :math:`x_t` for each ``t`` in ``keep`` that the schedule visits (``-1`` is the output).
     """
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}.")
-    check_generator(generator, num_samples)
-    timesteps = respaced_timesteps(model.T, num_steps or model.T)
+    _checks.integer(num_samples, "num_samples", 1)
+    _checks.generator(generator, num_samples)
+    timesteps = respaced_timesteps(model.T, model.T if num_steps is None else num_steps)
     shape = (num_samples, 3, model.image_size, model.image_size)
+    if x_T is not None:
+        _checks.tensor(x_T, "x_T", shape=f"{shape}, one start per sample (num_samples={num_samples})",
+                       size=model.image_size)
+        _checks.same_shape(x_T, torch.empty(shape), "x_T", "the samples", f"num_samples={num_samples}")
     x_t = randn(shape, generator, device=model.device) if x_T is None else x_T.to(model.device)
     return run_reverse_chain(
         x_t, timesteps, lambda x, t, t_prev: ddpm_step(model, x, t, t_prev, generator, variance=variance,
@@ -207,32 +198,18 @@ def sdedit(model: DiffusionModel, y: torch.Tensor, t_start: int, generator: Gene
     ``num_steps`` outside ``[1, t_start + 1]``, or a ``generator`` that is not a ``torch.Generator`` or a list of one per image.
     """
     size = model.image_size
-    if not isinstance(t_start, int) or isinstance(t_start, bool) or not 0 <= t_start < model.T:
-        raise ValueError(f"t_start must be an integer timestep in [0, {model.T}) (the code's index; the paper's "
-                         f"Figs. 4-5 use 250, 500, 750); got {t_start!r}.")
-    if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point:
-        raise ValueError(f"y must be a floating-point torch.Tensor of shape (B, 3, {size}, {size}); got "
-                         f"{type(y).__name__}{f' of dtype {y.dtype}' if isinstance(y, torch.Tensor) else ''}.")
-    if y.ndim != 4 or y.shape[1] != 3 or tuple(y.shape[2:]) != (size, size):
-        raise ValueError(f"y must have shape (B, 3, {size}, {size}) for model {model.name!r}; got shape "
-                         f"{tuple(y.shape)}. Add a batch dimension with y[None], or resize with "
-                         f"images.load_image(..., size={size}).")
-    if not torch.isfinite(y).all() or y.abs().max() > 3:
-        raise ValueError(f"y must be finite and in the model range [-1, 1] (a little beyond is fine for a noisy "
-                         f"measurement); got values in [{y.min().item():.3g}, {y.max().item():.3g}]. Use "
-                         f"images.to_model_range() for [0, 1] images.")
-    if num_steps is not None and (not isinstance(num_steps, int) or isinstance(num_steps, bool)
-                                  or not 1 <= num_steps <= t_start + 1):
-        raise ValueError(f"num_steps must be None (every step) or an integer in [1, {t_start + 1}] (at most "
-                         f"t_start + 1 steps from t_start={t_start} to 0); got {num_steps!r}.")
-    check_generator(generator, y.shape[0])
+    _checks.integer(t_start, "t_start", 0, model.T - 1, hint="the code's timestep index; the paper's Figs. 4-5 use "
+                    "250, 500, 750")
+    _checks.tensor(y, "y", shape=f"(B, 3, {size}, {size}) for model {model.name!r}", size=size, max_abs=3,
+                   fix=f"Add a batch dimension with y[None], or resize with images.load_image(..., size={size}).")
+    _checks.generator(generator, y.shape[0])
+    timesteps = respaced_timesteps(t_start + 1, t_start + 1 if num_steps is None else num_steps)
 
     y = y.to(model.device)
     # (1) the start point: y noised to t_start by eq. 3
     z = randn(tuple(y.shape), generator, like=y)
     x_t = add_noise(y, z, t_start, model.alpha_bar)
-    # (2) the timesteps t_start, ..., 0, evenly respaced if num_steps is given
-    timesteps = respaced_timesteps(t_start + 1, num_steps or t_start + 1)
+    # (2) the timesteps t_start, ..., 0, evenly respaced if num_steps is given (computed above)
     # (3) DDPM reverse steps (eqs. 6-7), the last one (to t_prev = -1) without noise
     # how far the current estimate has moved from the guide: RMS of x0_hat - y, batch mean
     x_t, _ = run_reverse_chain(

@@ -272,7 +272,7 @@ def test_per_image_values_must_match_the_batch_and_be_allowed(tiny_model):
                          sigma_y=SIGMA_Y, progress=False)
 
 
-@pytest.mark.parametrize("sigma_y, match", [(None, "sigma_y is required for step='paper'"),
+@pytest.mark.parametrize("sigma_y, match", [(None, "sigma_y must be a number > 0 .*required for step='paper'.*; got None"),
                                             (0.0, "sigma_y must be a number > 0"),
                                             (-0.05, "sigma_y must be a number > 0")])
 def test_the_paper_dps_step_needs_a_positive_sigma_y(tiny_model, sigma_y, match):
@@ -282,10 +282,10 @@ def test_the_paper_dps_step_needs_a_positive_sigma_y(tiny_model, sigma_y, match)
 
 
 def test_unknown_dps_step_is_rejected(tiny_model):
-    with pytest.raises(ValueError, match="step must be 'paper' .* or 'dps'"):
+    with pytest.raises(ValueError, match="step must be one of 'paper', 'dps' .*; got 'normalised'"):
         dps_step(tiny_model, _ops()["box"], torch.zeros(2, 3, 8, 8), _measure(_ops()["box"]), 5, 4, torch.Generator(),
                  1.0, sigma_y=SIGMA_Y, step="normalised")
-    with pytest.raises(ValueError, match="step must be 'paper' or 'dps'"):
+    with pytest.raises(ValueError, match="step must be one of 'paper', 'dps' .*; got 'DPS'"):
         dps_sample(tiny_model, _ops()["box"], _measure(_ops()["box"]), torch.Generator(), zeta=1.0, step="DPS")
 
 
@@ -296,9 +296,9 @@ def test_score_ald_rejects_a_negative_sigma_y(tiny_model):
 
 
 @pytest.mark.parametrize("y, match", [(torch.zeros(2, 3, 16, 16), r"y must have the shape of op.A\(x\)"),
-                                      (torch.zeros(3, 8, 8), "y must be a floating-point tensor of shape"),
+                                      (torch.zeros(3, 8, 8), r"y must have shape \(B, ...\) as made by op.measure.*; got \(3, 8, 8\)"),
                                       (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "floating-point"),
-                                      (torch.full((1, 3, 8, 8), 255.0), "model-range units"),
+                                      (torch.full((1, 3, 8, 8), 255.0), r"y must be in the model range \[-1, 1\] .*got values in \[255, 255\]"),
                                       (torch.full((1, 3, 8, 8), float("nan")), "finite")])
 def test_samplers_reject_a_bad_measurement(tiny_model, y, match):
     op = _ops()["blur"] if y.ndim == 4 and y.shape[-1] == 16 else _ops()["box"]
@@ -310,8 +310,71 @@ def test_samplers_reject_a_seed_in_place_of_a_generator_and_bad_num_steps(tiny_m
     y = _measure(_ops()["box"])
     with pytest.raises(ValueError, match="generator must be a torch.Generator"):
         score_ald_sample(tiny_model, _ops()["box"], y, 0, gamma=1.0, sigma_y=SIGMA_Y, progress=False)
-    with pytest.raises(ValueError, match=r"num_steps must be None \(all 1000 steps\) or an integer in \[1, 1000\]"):
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 1000\] \(None for all 1000 steps"):
         dps_sample(tiny_model, _ops()["box"], y, torch.Generator(), zeta=1.0, step="dps", num_steps=0)
+
+
+# ---- the bad-input battery: each class of bad input, for each public function, named in the message ----
+
+def _step_args(tiny_model, **changes):
+    op = _ops()["box"]
+    args = dict(model=tiny_model, op=op, x_t=_image(5), y=_measure(op), t=300, t_prev=280,
+                generator=torch.Generator().manual_seed(0))
+    args.update(changes)
+    return args
+
+
+BAD_STEP_INPUTS = [
+    # (what, changes to the arguments, message)
+    ("y of another batch", dict(y=torch.zeros(1, 3, 8, 8)), r"y must have the shape of op.A\(x_t\), \(2, 3, 8, 8\)"),
+    ("y of another size", dict(y=torch.zeros(2, 3, 4, 4)), r"y must have the shape of op.A\(x_t\), \(2, 3, 8, 8\)"),
+    ("integer y", dict(y=torch.zeros(2, 3, 8, 8, dtype=torch.long)), "y must be a floating-point tensor"),
+    ("NaN in y", dict(y=torch.full((2, 3, 8, 8), float("nan"))), "y must be finite"),
+    ("no generator", dict(generator=None), "generator must be a torch.Generator .*; got None"),
+    ("a seed as generator", dict(generator=3), "generator must be a torch.Generator .*; got 3"),
+    ("too few generators", dict(generator=[torch.Generator()]), "generator must be .* a list of 2 of them"),
+    ("NaN in x_t", dict(x_t=torch.full((2, 3, 8, 8), float("nan"))), "x_t must be finite"),
+]
+
+
+@pytest.mark.parametrize("what, changes, match", BAD_STEP_INPUTS, ids=[case[0] for case in BAD_STEP_INPUTS])
+@pytest.mark.parametrize("step", ["score_ald", "dps"])
+def test_the_steps_reject_each_class_of_bad_input(tiny_model, step, what, changes, match):
+    args = _step_args(tiny_model, **changes)
+    with pytest.raises(ValueError, match=match):
+        if step == "dps":
+            dps_step(**args, zeta=1.0, sigma_y=SIGMA_Y)
+        else:
+            score_ald_step(**args, gamma_t=1.5, sigma_y=SIGMA_Y)
+
+
+@pytest.mark.parametrize("sigma_y", [float("inf"), float("nan"), -0.1, True, "0.05"])
+@pytest.mark.parametrize("step", ["score_ald", "dps"])
+def test_the_steps_reject_a_sigma_y_that_is_not_a_finite_number(tiny_model, step, sigma_y):
+    with pytest.raises(ValueError, match=rf"sigma_y must be a number >= 0|sigma_y must be a number > 0"):
+        if step == "dps":
+            dps_step(**_step_args(tiny_model), zeta=1.0, sigma_y=sigma_y)
+        else:
+            score_ald_step(**_step_args(tiny_model), gamma_t=1.5, sigma_y=sigma_y)
+
+
+@pytest.mark.parametrize("num_steps", [0, False, 2.0, -1, 1001])
+@pytest.mark.parametrize("sampler", ["score_ald", "dps"])
+def test_the_loops_reject_zero_boolean_fractional_and_out_of_range_num_steps(tiny_model, sampler, num_steps):
+    op = _ops()["box"]
+    kwargs = dict(gamma=1.5, sigma_y=SIGMA_Y) if sampler == "score_ald" else dict(zeta=1.0, sigma_y=SIGMA_Y)
+    run = score_ald_sample if sampler == "score_ald" else dps_sample
+    with pytest.raises(ValueError, match=rf"num_steps must be an integer in \[1, 1000\] .*; got {num_steps!r}\."):
+        run(tiny_model, op, _measure(op), torch.Generator(), num_steps=num_steps, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("x_T, match", [(torch.zeros(3, 3, 8, 8), r"x_T must have the shape of one start per measurement"),
+                                        (torch.zeros(2, 3, 8, 8, dtype=torch.long), "x_T must be a floating-point"),
+                                        (torch.full((2, 3, 8, 8), float("inf")), "x_T must be finite")])
+def test_the_loops_reject_an_x_T_that_does_not_match_the_measurements(tiny_model, x_T, match):
+    op = _ops()["box"]
+    with pytest.raises(ValueError, match=match):
+        dps_sample(tiny_model, op, _measure(op), torch.Generator(), zeta=1.0, sigma_y=SIGMA_Y, x_T=x_T, progress=False)
 
 
 def test_score_ald_needs_an_adjoint(tiny_model):
@@ -319,7 +382,7 @@ def test_score_ald_needs_an_adjoint(tiny_model):
         def A(self, x):
             return x
 
-    with pytest.raises(ValueError, match="op must have an exact adjoint op.A_adjoint"):
+    with pytest.raises(ValueError, match="op must be a forward model with a method op.A_adjoint"):
         score_ald_sample(tiny_model, NoAdjoint(), _measure(_ops()["box"]), torch.Generator(), gamma=1.0,
                          sigma_y=SIGMA_Y, progress=False)
 

@@ -73,7 +73,7 @@ def test_num_steps_out_of_range_is_rejected(num_steps):
 
 
 def test_unknown_variance_is_rejected(tiny_model):
-    with pytest.raises(ValueError, match="variance must be 'beta', 'beta_tilde' or None"):
+    with pytest.raises(ValueError, match="variance must be one of 'beta', 'beta_tilde', None .*; got 'fixed_large'"):
         ddpm_step(tiny_model, torch.zeros(1, 3, 8, 8), 5, 4, torch.Generator(), variance="fixed_large")
 
 
@@ -81,6 +81,30 @@ def test_unknown_variance_is_rejected(tiny_model):
 def test_t_prev_must_come_before_t(tiny_model, t, t_prev):
     with pytest.raises(ValueError, match="t_prev must satisfy -1 <= t_prev < t"):
         ddpm_step(tiny_model, torch.zeros(1, 3, 8, 8), t, t_prev, torch.Generator())
+
+
+@pytest.mark.parametrize("num_steps", [0, False, 2.5, -3, 1001])
+def test_ddpm_sample_rejects_what_the_other_samplers_reject_as_num_steps(tiny_model, num_steps):
+    """num_steps=0 (or False) once ran all 1000 steps silently."""
+    with pytest.raises(ValueError, match=rf"num_steps must be an integer in \[1, 1000\] .*; got {num_steps!r}\."):
+        ddpm_sample(tiny_model, 2, torch.Generator(), num_steps=num_steps, progress=False)
+
+
+@pytest.mark.parametrize("x_T, match", [(torch.zeros(3, 3, 8, 8), r"x_T must have the shape of the samples, \(2, 3, 8, 8\)"),
+                                        (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "x_T must be a floating-point"),
+                                        (torch.full((2, 3, 8, 8), float("nan")), "x_T must be finite")])
+def test_ddpm_sample_rejects_an_x_T_that_is_not_num_samples_starts(tiny_model, x_T, match):
+    with pytest.raises(ValueError, match=match):
+        ddpm_sample(tiny_model, 2, torch.Generator(), num_steps=2, x_T=x_T, progress=False)
+
+
+@pytest.mark.parametrize("generator, got", [(None, "None"), (0, "0"), ([torch.Generator()], "a list of 1")])
+def test_ddpm_step_and_sample_reject_what_is_not_a_generator(tiny_model, generator, got):
+    x_t = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=f"generator must be a torch.Generator .*; got {got}"):
+        ddpm_step(tiny_model, x_t, 10, 9, generator)
+    with pytest.raises(ValueError, match=f"generator must be a torch.Generator .*; got {got}"):
+        ddpm_sample(tiny_model, 2, generator, num_steps=2, progress=False)
 
 
 def test_ddpm_sample_rejects_a_bad_number_of_samples(tiny_model):
@@ -150,7 +174,7 @@ def test_sdedit_keeps_the_shape_and_dtype_of_y(tiny_model):
 
 @pytest.mark.parametrize("t_start", [-1, 1000, 2.5, 500.0, True, "500", None])
 def test_sdedit_rejects_t_start_outside_the_schedule(tiny_model, t_start):
-    with pytest.raises(ValueError, match=r"t_start must be an integer timestep in \[0, 1000\)") as error:
+    with pytest.raises(ValueError, match=r"t_start must be an integer in \[0, 999\] \(the code's timestep index") as error:
         sdedit(tiny_model, _guide(), t_start, torch.Generator(), progress=False)
     assert repr(t_start) in str(error.value)
 
@@ -173,7 +197,7 @@ def test_sdedit_rejects_y_that_is_not_an_image_in_model_range(tiny_model, y, mat
 
 @pytest.mark.parametrize("num_steps", [0, 12, -1, 5.0, True])
 def test_sdedit_rejects_more_steps_than_timesteps(tiny_model, num_steps):
-    with pytest.raises(ValueError, match=r"num_steps must be None \(every step\) or an integer in \[1, 11\]"):
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 11\] \(None for all 11 steps"):
         sdedit(tiny_model, _guide(), 10, torch.Generator(), num_steps=num_steps, progress=False)
 
 
