@@ -13,20 +13,19 @@ import math
 import torch
 import torch.nn.functional as F
 
+from helpers import _checks
+
 
 def _check_image(x: torch.Tensor, name: str, size: int | None = None) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (B, 3, H, W); got {type(x).__name__}.")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W); got {tuple(x.shape)}.")
-    if size is not None and tuple(x.shape[2:]) != (size, size):
-        raise ValueError(f"{name} must be {size}x{size} pixels for this operator; got shape {tuple(x.shape)}.")
+    _checks.tensor(x, name, shape="(B, 3, H, W)" if size is None else f"(B, 3, {size}, {size}) for this operator",
+                   size=size)
 
 
-def _check_sigma_y(sigma_y: float) -> None:
-    if not isinstance(sigma_y, (int, float)) or isinstance(sigma_y, bool) or not sigma_y >= 0:
-        raise ValueError(f"sigma_y must be a number >= 0 (noise std in [-1, 1] image units, e.g. 0.05); "
-                         f"got {sigma_y!r}.")
+def _check_measure(sigma_y: float, generator: torch.Generator) -> None:
+    _checks.number(sigma_y, "sigma_y", allow_zero=True, hint="noise std in [-1, 1] image units, e.g. 0.05")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator (e.g. seeding.seed_everything(seed)); got "
+                         f"{generator!r:.60}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,7 +56,7 @@ class Inpainting:
 
         ``z`` is drawn on the CPU from ``generator`` (same result on every device).
         """
-        _check_sigma_y(sigma_y)
+        _check_measure(sigma_y, generator)
         _check_image(x, "x", self.image_size)
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         return self.A(x + sigma_y * z)
@@ -118,8 +117,7 @@ class GaussianBlur:
     def __post_init__(self) -> None:
         if not isinstance(self.kernel_size, int) or self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd positive integer; got {self.kernel_size!r}.")
-        if not isinstance(self.sigma, (int, float)) or not self.sigma > 0:
-            raise ValueError(f"sigma must be a positive number of pixels; got {self.sigma!r}.")
+        _checks.number(self.sigma, "sigma", allow_zero=False, hint="the Gaussian's std in pixels")
         if not isinstance(self.separable, bool):
             raise ValueError(f"separable must be True or False; got {self.separable!r}.")
 
@@ -165,7 +163,7 @@ class GaussianBlur:
 
     def measure(self, x: torch.Tensor, sigma_y: float, generator: torch.Generator) -> torch.Tensor:
         """:math:`y = \mathcal{A}(x) + \sigma_y z`, ``z`` drawn on the CPU from ``generator``."""
-        _check_sigma_y(sigma_y)
+        _check_measure(sigma_y, generator)
         y = self.A(x)
         z = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         return y + sigma_y * z
