@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from helpers import seeding
+from helpers.images import centred_square, to_model_range
 from helpers.schedule import add_noise, linear_schedule
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -98,12 +100,7 @@ def read_images(source: str | os.PathLike, names: list[str], size: int,
             data = archive.read(name) if archive else (source / name).read_bytes()
             with Image.open(io.BytesIO(data)) as image:
                 image = image.convert("RGB")
-                if crop_box is None:
-                    w, h = image.size
-                    s = min(w, h)
-                    crop = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-                else:
-                    crop = crop_box
+                crop = centred_square(*image.size) if crop_box is None else crop_box
                 image = image.crop(crop).resize((size, size), Image.LANCZOS)
                 out[i] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
     finally:
@@ -138,7 +135,8 @@ def _save_run(out_dir: pathlib.Path, model, ema, optimizer, generator: torch.Gen
     _atomic_save(dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=optimizer.state_dict(),
                       generator=generator.get_state(), step=step, wall=wall, config=config),
                  out_dir / "checkpoint.pt")
-    ema_model = UNet2DModel(**config)
+    with torch.random.fork_rng():  # its random initial weights are overwritten: draw them off the caller's RNG
+        ema_model = UNet2DModel(**config)
     ema.copy_to(ema_model.parameters())
     ema_model.save_pretrained(out_dir / "ema.tmp")
     if (out_dir / "ema").exists():
@@ -168,10 +166,12 @@ def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: in
           crop_box: tuple[int, int, int, int] | None = None, seed: int = 0, bf16: bool = False,
           unet_config: dict | None = None, threads: int | None = None, init: str | None = None,
           lr_schedule: str = "constant", min_lr: float = 0.0) -> pathlib.Path:
-    """Train (or resume) a UNet2DModel on the images of ``data``; return the folder of the EMA weights."""
-    from diffusers import UNet2DModel
+    """Train (or resume) a UNet2DModel on the images of ``data``; return the folder of the EMA weights.
+
+    (1) the images, (2) the model, its EMA and optimiser (from ``init`` or seeded weights), (3) the state of an
+    interrupted run in ``out`` if there is one, (4) the loop of :func:`training_step` with its log and checkpoints.
+    """
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     if steps < 1 or batch_size < 1 or warmup < 1:
         raise ValueError(f"steps, batch_size and warmup must be >= 1; got steps={steps}, batch_size={batch_size}, "
@@ -183,79 +183,113 @@ def train(data: str, out: str, size: int = 32, steps: int = 6000, batch_size: in
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(UNET_CONFIG if unet_config is None else unet_config, sample_size=size)
-
+    # (1) the images, as uint8
     names = list_images(data, include, exclude)
     print(f"reading {len(names)} images from {data} at {size}x{size} ...", flush=True)
     images = read_images(data, names, size, crop_box)
-
+    # (2) the model, its EMA and the optimiser
+    model = _new_model(config, seed, init)
+    ema = EMAModel(model.parameters(), decay=ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():  # the initial weights are seeded without touching the caller's global RNG
-        torch.manual_seed(seed)
+    # (3) resume an interrupted run
+    step, wall = _resume(out_dir / "checkpoint.pt", config, model, ema, optimizer, generator)
+    (out_dir / "train_args.json").write_text(json.dumps(dict(
+        data=str(data), n_images=len(names), size=size, steps=steps, batch_size=batch_size, lr=lr,
+        warmup=warmup, lr_schedule=lr_schedule, min_lr=min_lr, ema_decay=ema_decay, include=include,
+        exclude=exclude, crop_box=crop_box, seed=seed, bf16=bf16, init=init, config=config), indent=2))
+    # (4) the loop
+    alpha_bar = linear_schedule().alpha_bar.float()
+    model.train()
+    with _open_log(out_dir / "loss.csv", step) as log_file, _progress(steps, step) as bar:
+        running = None
+        while step < steps:
+            t0 = time.perf_counter()
+            lr_now = learning_rate(step, lr, warmup, steps, lr_schedule, min_lr)
+            loss = training_step(model, optimizer, images, alpha_bar, batch_size, lr_now, generator, bf16)
+            ema.step(model.parameters())
+            step += 1
+            wall += time.perf_counter() - t0
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+            if step % log_every == 0:
+                _log(log_file, step, loss, lr_now, wall)
+            if step % checkpoint_every == 0 or step == steps:
+                _save_run(out_dir, model, ema, optimizer, generator, step, wall, config)
+    return out_dir / "ema"
+
+
+def training_step(model, optimizer, images: torch.Tensor, alpha_bar: torch.Tensor, batch_size: int, lr: float,
+                  generator: torch.Generator, bf16: bool = False) -> float:
+    r"""One step of the simple loss :math:`\|\epsilon - \epsilon_\theta(x_t, t)\|^2`; returns the loss.
+
+    (1) A batch: random images (uint8, converted by :func:`helpers.images.to_model_range`), random horizontal flips,
+    ``t`` uniform in ``[0, T)``, :math:`x_t` by eq. 3 (:func:`helpers.schedule.add_noise`). (2) The loss, one AdamW
+    step at learning rate ``lr`` with the gradient norm clipped to 1. All randomness from ``generator``.
+    """
+    # (1) the batch, x_t by eq. 3
+    idx = torch.randint(0, len(images), (batch_size,), generator=generator)
+    x0 = to_model_range(images[idx].float() / 255)
+    flip = torch.rand(batch_size, generator=generator) < 0.5
+    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    t = torch.randint(0, len(alpha_bar), (batch_size,), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    x_t = add_noise(x0, eps, t, alpha_bar)
+    # (2) the simple loss || eps - eps_theta(x_t, t) ||^2 and one AdamW step
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        eps_hat = model(x_t, t).sample
+    loss = F.mse_loss(eps_hat.float(), eps)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def _new_model(config: dict, seed: int, init: str | None):
+    """A UNet2DModel of ``config``: its initial weights drawn from ``seed`` (diffusers draws them from torch's global
+    generator, so :func:`helpers.seeding.seeded_global_rng` seeds it for the construction alone and restores it), or
+    loaded from the diffusers folder ``init``."""
+    from diffusers import UNet2DModel
+
+    with seeding.seeded_global_rng(seed):
         model = UNet2DModel(**config)
     if init is not None:
         try:
             model.load_state_dict(UNet2DModel.from_pretrained(init).state_dict())
         except RuntimeError as error:
             raise ValueError(f"init={init!r} holds a model of another architecture than {config}: {error}") from error
-    ema = EMAModel(model.parameters(), decay=ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    alpha_bar = linear_schedule().alpha_bar.float()
+    return model
 
-    ckpt_path = out_dir / "checkpoint.pt"
-    step, wall = 0, 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["config"] != config:
-            raise ValueError(f"{ckpt_path} was trained with config {state['config']}, not {config}; "
-                             f"use another --out or the same settings.")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step, wall = state["step"], state["wall"]
-        print(f"resuming from {ckpt_path} at step {step}", flush=True)
-    (out_dir / "train_args.json").write_text(json.dumps(dict(
-        data=str(data), n_images=len(names), size=size, steps=steps, batch_size=batch_size, lr=lr,
-        warmup=warmup, lr_schedule=lr_schedule, min_lr=min_lr, ema_decay=ema_decay, include=include,
-        exclude=exclude, crop_box=crop_box, seed=seed, bf16=bf16, init=init, config=config), indent=2))
 
-    model.train()
-    with _open_log(out_dir / "loss.csv", step) as log_file, tqdm(total=steps, initial=step, desc="train") as bar:
-        log = csv.writer(log_file)
-        running = None
-        while step < steps:
-            t0 = time.perf_counter()
-            # A batch: random images, random flips, t uniform in [0, T), x_t by eq. 3.
-            idx = torch.randint(0, len(images), (batch_size,), generator=generator)
-            x0 = images[idx].float() / 127.5 - 1.0
-            flip = torch.rand(batch_size, generator=generator) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            t = torch.randint(0, len(alpha_bar), (batch_size,), generator=generator)
-            eps = torch.randn(x0.shape, generator=generator)
-            x_t = add_noise(x0, eps, t, alpha_bar)
-            # The simple loss || eps - eps_theta(x_t, t) ||^2, one AdamW step, the EMA.
-            lr_now = learning_rate(step, lr, warmup, steps, lr_schedule, min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                eps_hat = model(x_t, t).sample
-            loss = F.mse_loss(eps_hat.float(), eps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            ema.step(model.parameters())
-            step += 1
-            wall += time.perf_counter() - t0
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}")
-            if step % log_every == 0:
-                log.writerow([step, f"{loss.item():.5f}", f"{lr_now:.2e}", f"{wall:.1f}"])
-                log_file.flush()
-            if step % checkpoint_every == 0 or step == steps:
-                _save_run(out_dir, model, ema, optimizer, generator, step, wall, config)
-    return out_dir / "ema"
+def _resume(path: pathlib.Path, config: dict, model, ema, optimizer, generator: torch.Generator) -> tuple[int, float]:
+    """Load the run's state from ``checkpoint.pt`` if it exists; return ``(step, wall seconds)`` (0, 0 for a new run)."""
+    if not path.exists():
+        return 0, 0.0
+    state = torch.load(path, weights_only=False)
+    if state["config"] != config:
+        raise ValueError(f"{path} was trained with config {state['config']}, not {config}; "
+                         f"use another --out or the same settings.")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    print(f"resuming from {path} at step {state['step']}", flush=True)
+    return state["step"], state["wall"]
+
+
+def _log(log_file, step: int, loss: float, lr: float, wall: float) -> None:
+    csv.writer(log_file).writerow([step, f"{loss:.5f}", f"{lr:.2e}", f"{wall:.1f}"])
+    log_file.flush()
+
+
+def _progress(steps: int, step: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, initial=step, desc="train")
 
 
 def _parse_box(text: str) -> tuple[int, int, int, int]:

@@ -174,9 +174,9 @@ class CourseDenoiser(torch.nn.Module):
         t = (self.log_alpha_bar[None, :] - log_alpha_bar[:, None].to(self.log_alpha_bar)).abs().argmin(dim=1)
         t = t.expand(x.shape[0]) if t.numel() == 1 else t
         alpha_bar = self.model.alpha_bar[t].to(x.dtype).view(-1, 1, 1, 1)
-        x_t = alpha_bar.sqrt() * (2 * x - 1)                                                 # VP state at step t
+        x_t = alpha_bar.sqrt() * images.to_model_range(x)                                    # VP state at step t
         x0_hat = self.model.x0_hat(x_t, t.to(self.model.device))                            # eq. 6
-        return (x0_hat + 1) / 2
+        return (x0_hat + 1) / 2  # [0, 1] unclamped: a denoiser's output, not a display image (to_unit_range clamps)
 
 
 def deepinv_times(model: models.DiffusionModel, timesteps: list[int], sde) -> torch.Tensor:

@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         raise type(error)(f"--data {args.data!r}: {error} Expected the CelebA zip (or its folder) with the held-out "
                           f"identities {HELD_OUT}.") from error
-    x0_all = train.read_images(args.data, names, first.image_size, CELEBA_CROP).float() / 127.5 - 1
+    x0_all = train.read_images(args.data, names, first.image_size, CELEBA_CROP)
+    x0_all = images.to_model_range(x0_all.float() / 255)
     n = len(names)
     print(f"Held-out evaluation: {n} faces of the identities never seen in training (celeb_180..celeb_199), "
           f"{first.image_size}x{first.image_size}, seed {args.seed}; float32 on the CPU, "

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 
 import evaluate_model  # noqa: E402  (its selection of held-out faces, crop, loader and mean_sem are reused)
-from helpers import models, schedule, train  # noqa: E402
+from helpers import images, models, schedule, train  # noqa: E402
 from helpers.download import sha256_of  # noqa: E402
 
 # Dense where the loss changes fastest (small t), sparse where it is flat.
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         raise type(error)(f"--data {args.data!r}: {error} Expected the CelebA zip (or its folder) with the held-out "
                           f"identities {evaluate_model.HELD_OUT}.") from error
     size = model.image_size
-    x0_all = train.read_images(args.data, names, size, evaluate_model.CELEBA_CROP).float() / 127.5 - 1
+    x0_all = train.read_images(args.data, names, size, evaluate_model.CELEBA_CROP)
+    x0_all = images.to_model_range(x0_all.float() / 255)
 
     # (3) One noise draw per face, the same at every t.
     eps_all = torch.randn(x0_all.shape, generator=torch.Generator().manual_seed(args.seed))

@@ -147,3 +147,37 @@ def test_the_training_loss_noises_images_with_add_noise(image_folder, tmp_path, 
     monkeypatch.setattr(train_module, "add_noise", spy)
     train(str(image_folder), str(tmp_path / "run"), size=8, steps=2, batch_size=3, unet_config=tiny_unet_config)
     assert calls == [(torch.Size([3, 3, 8, 8]), torch.Size([3]))] * 2
+
+
+def test_training_leaves_the_global_random_state_alone(image_folder, tmp_path, tiny_unet_config):
+    """The initial weights come from `seed` through seeding.seeded_global_rng; the caller's generator is untouched."""
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    train(str(image_folder), str(tmp_path / "run"), size=8, steps=1, batch_size=2, unet_config=tiny_unet_config)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_training_step_is_the_simple_loss_of_add_noise_by_hand(tiny_unet_config):
+    """The loss training_step returns is ||eps - eps_theta(add_noise(x0, eps, t))||^2, with the batch drawn from the
+    generator in the documented order (images, flips, t, eps)."""
+    from diffusers import UNet2DModel
+
+    from helpers import images as images_module
+    from helpers.schedule import add_noise, linear_schedule
+    from helpers.train import training_step
+
+    model = UNet2DModel(**dict(tiny_unet_config, sample_size=8))
+    data = torch.randint(0, 256, (5, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    alpha_bar = linear_schedule().alpha_bar.float()
+    generator = torch.Generator().manual_seed(2)
+    idx = torch.randint(0, 5, (3,), generator=generator)
+    x0 = images_module.to_model_range(data[idx].float() / 255)
+    flip = torch.rand(3, generator=generator) < 0.5
+    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    t = torch.randint(0, 1000, (3,), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(model(add_noise(x0, eps, t, alpha_bar), t).sample, eps).item()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+    assert training_step(model, optimizer, data, alpha_bar, 3, 0.0, torch.Generator().manual_seed(2)) == expected
