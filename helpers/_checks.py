@@ -26,8 +26,8 @@ def number(value, name: str, allow_zero: bool, allow_inf: bool = False, hint: st
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
     ok = ok and (value >= 0 if allow_zero else value > 0) and (allow_inf or math.isfinite(value))
     if not ok:
-        raise ValueError(f"{name} must be a number {'>= 0' if allow_zero else '> 0'}"
-                         f"{' (inf allowed)' if allow_inf else ' (finite)'}{f' ({hint})' if hint else ''}; got {value!r}.")
+        allowed = f"{'>= 0' if allow_zero else '> 0'} {'(inf allowed)' if allow_inf else '(finite)'}"
+        raise ValueError(f"{name} must be a number {allowed}{f' ({hint})' if hint else ''}; got {value!r}.")
     return value
 
 

@@ -169,11 +169,39 @@ def test_a_solution_calling_the_reference_fails_with_implement_this_yourself(nam
     assert references_now() == before
 
 
-@pytest.mark.parametrize("name", [name for name in BLOCKED if name != "score_from_eps"])
-def test_the_same_delegation_passes_when_nothing_is_blocked(name, model, monkeypatch):
-    """What fails the delegations is the blocking alone: without it they match the reference."""
-    monkeypatch.setattr(exercises, "_rebuilding", lambda exercise, fn: contextlib.nullcontext())
-    assert run_any_check(name, delegations(model)[name], model) < 1e-5
+def independent_solutions() -> dict:
+    """Per exercise checked against a helper, a solution written out in this file from the equations (the slip-free
+    case of the slip families below), sharing no code with the reference the check compares it with."""
+    def posterior_mean(x_t, x0_hat, a_t, a_prev):
+        alpha_t = a_t / a_prev
+        return (alpha_t.sqrt() * (1 - a_prev) * x_t + a_prev.sqrt() * (1 - alpha_t) * x0_hat) / (1 - a_t)
+
+    return {
+        "forward_sample": lambda x0, z, t, alpha_bar: eq3(x0, z, alpha_bar[t]),
+        "score_from_eps": lambda eps, a: -eps / (1 - a).sqrt(),
+        "posterior_mean": posterior_mean,
+        "x0_hat_from_score": lambda x_t, score, a: (x_t + (1 - a) * score) / a.sqrt(),
+        "ddpm_step_mine": ddpm_step_with(None),
+        "sdedit_start": lambda y, t_start, z, alpha_bar: eq3(y, z, alpha_bar[t_start]),
+        "score_ald_update": score_ald_with(None),
+        "dps_update": dps_with(None),
+        "training_loss": training_loss_with(None),
+    }
+
+
+@pytest.mark.parametrize("name", ["forward_sample", "score_from_eps", "posterior_mean", "x0_hat_from_score",
+                                  "ddpm_step_mine", "sdedit_start", "score_ald_update", "dps_update", "training_loss"])
+def test_an_independent_solution_passes_and_the_same_one_slightly_off_fails(name, model):
+    """The checks compare with their reference, not with themselves: a solution written from the equations passes, and
+    the same solution moved by 1e-3 (well above float32 rounding, well below any slip) fails."""
+    solution = independent_solutions()[name]
+    assert run_any_check(name, solution, model) < 1e-5
+
+    def off(*args):
+        return solution(*args) + 1e-3
+
+    with pytest.raises(AssertionError, match=f"{name} differs from .* by 0.001"):
+        run_any_check(name, off, model)
 
 
 def test_the_reference_itself_or_imported_by_name_is_blocked_too():

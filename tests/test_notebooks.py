@@ -14,8 +14,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import colab_cells  # noqa: E402
 
 
-def test_there_are_notebooks():
-    assert len(NOTEBOOKS) >= 7
+def test_every_notebook_is_in_the_numbered_list():
+    """A notebook named outside the NN_name.ipynb pattern would escape every test here."""
+    on_disk = sorted(p for p in (ROOT / "notebooks").iterdir() if p.suffix == ".ipynb")
+    assert NOTEBOOKS == on_disk and NOTEBOOKS
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(len(NOTEBOOKS))]
 
 
 def test_colab_badges_and_install_cells_are_up_to_date():

@@ -1,7 +1,12 @@
-"""pyproject.toml and environment.yml agree; the embedded weights are package data."""
+"""pyproject.toml and environment.yml agree; the built wheel holds the package and the embedded weights."""
 import pathlib
 import re
+import subprocess
+import sys
 import tomllib
+import zipfile
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,7 +49,20 @@ def test_environment_yml_installs_the_package_itself():
     assert "-e ." in pip_section((ROOT / "environment.yml").read_text())
 
 
-def test_embedded_weights_are_package_data():
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "helpers" in setuptools["packages"]
-    assert "weights/faces32/*" in setuptools["package-data"]["helpers"]
+@pytest.mark.slow
+def test_the_built_wheel_holds_the_package_and_the_embedded_weights(tmp_path):
+    """Build the wheel offline (pip, no dependencies, no build isolation) and look inside: every module of helpers/ and
+    every file of helpers/weights/faces32, byte for byte."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, cwd=tmp_path, capture_output=True)
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        weights = sorted(p for p in (ROOT / "helpers" / "weights" / "faces32").iterdir() if p.is_file())
+        assert weights
+        for path in weights:
+            member = path.relative_to(ROOT).as_posix()
+            assert member in names, f"{member} is not in {wheel.name}"
+            assert archive.read(member) == path.read_bytes()
+        modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").glob("*.py")}
+        assert modules <= names, sorted(modules - names)

@@ -220,3 +220,48 @@ def test_the_default_variance_is_beta_for_single_steps_and_beta_tilde_for_respac
     tilde, _ = sampling.ddpm_sample(tiny_model, 2, torch.Generator().manual_seed(2), num_steps=5,
                                     variance="beta_tilde", progress=False)
     assert torch.equal(full, tilde)
+
+
+# ---- DDPM verified exactly on a Gaussian prior (closed-form eps) ----
+
+MU, S = 0.3, 0.5  # data x0 ~ N(MU, S^2 I) in d = 12 dimensions, as (3, 2, 2) images
+
+
+def _gaussian_prior_model():
+    """The exact eps of a single Gaussian N(MU, S^2 I), through helpers.mixture with one component."""
+    from helpers import mixture
+
+    d = 12
+    prior = mixture.gaussian_mixture([1.0], torch.full((1, d), MU, dtype=torch.float64),
+                                     (S ** 2 * torch.eye(d, dtype=torch.float64))[None])
+    return mixture.mixture_model(prior, name="gaussian")
+
+
+@pytest.mark.parametrize("t", [0, 100, 500, 999])
+def test_the_gaussian_prior_has_the_closed_form_eps(t):
+    """x_t ~ N(sqrt(a) MU, (a S^2 + 1 - a) I), so eps*(x_t) = sqrt(1 - a) (x_t - sqrt(a) MU) / (a S^2 + 1 - a)."""
+    model = _gaussian_prior_model()
+    x_t = torch.randn(5, 3, 2, 2, generator=torch.Generator().manual_seed(t), dtype=torch.float64)
+    a = model.alpha_bar[t]
+    expected = (1 - a).sqrt() * (x_t - a.sqrt() * MU) / (a * S ** 2 + 1 - a)
+    torch.testing.assert_close(model.eps(x_t, t), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_steps, variance, variance_shortfall", [(None, "beta", 0.0), (None, "beta_tilde", 0.05),
+                                                                     (100, None, 0.15)])
+def test_ddpm_with_the_exact_eps_samples_the_gaussian_prior(num_steps, variance, variance_shortfall):
+    """Mean and variance of DDPM's samples (every coordinate pooled, N = 4000 x 12) against MU and S^2, with the
+    exact eps (so every error is the sampler's): the paper's chain (1000 steps, sigma^2 = beta) within 4 standard
+    errors of both. With beta_tilde, and over 100 respaced jumps, the mean stays within 4 standard errors while the
+    variance falls short by a discretisation error of a few percent (measured: 3 % and 13 %), allowed here as
+    ``variance_shortfall`` below S^2, never above."""
+    model = _gaussian_prior_model()
+    x_T = torch.randn(4000, 3, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x0, _ = ddpm_sample(model, 4000, torch.Generator().manual_seed(2), num_steps=num_steps, variance=variance,
+                        clip_x0=False, x_T=x_T, progress=False)
+    values = x0.flatten()
+    n = values.numel()
+    se_mean, se_var = S / n ** 0.5, S ** 2 * (2 / (n - 1)) ** 0.5
+    assert abs(values.mean().item() - MU) < 4 * se_mean
+    assert S ** 2 * (1 - variance_shortfall) - 4 * se_var < values.var().item() < S ** 2 + 4 * se_var
