@@ -27,8 +27,7 @@ BADGE_PATTERN = re.compile(r"^\[!\[Open In Colab\]\(.*\)\]\(.*\)$", re.MULTILINE
 INSTALL_CELL = """\
 # NBVAL_SKIP
 # Google Colab only (elsewhere this cell does nothing): fetch the course, install its `helpers` package and move
-# into this notebook's folder, as on your own machine. For the paper's 256x256 models pick a GPU first
-# (Runtime > Change runtime type > T4 GPU): the setup cell's MODEL = "auto" then loads "ffhq256", downloaded once.
+# into this notebook's folder, as on your own machine. {model_note}
 import os
 import sys
 
@@ -38,6 +37,13 @@ if "google.colab" in sys.modules:
         !git clone --quiet --depth 1 {repository} {{COURSE_DIR}}
         %pip install --quiet {{COURSE_DIR}}
     %cd {{COURSE_DIR}}/notebooks"""
+
+
+# What the install cell says about the model: notebooks whose setup cell loads MODEL, and those that do not.
+MODEL_NOTE = ("For the paper's 256x256 models pick a GPU first\n"
+              "# (Runtime > Change runtime type > T4 GPU): the setup cell's MODEL = \"auto\" then loads \"ffhq256\", "
+              "downloaded once.")
+NO_MODEL_NOTE = "This notebook needs no GPU: it works with the\n# embedded 32x32 model, which comes with the course."
 
 
 def repository_url() -> str:
@@ -66,7 +72,8 @@ def with_colab_cells(nb: nbformat.NotebookNode, notebook: pathlib.Path, reposito
     body = "\n".join(lines[1:]).lstrip("\n")
     title.source = f"{lines[0]}\n\n{badge(repository, notebook)}\n\n{body}"
 
-    source = INSTALL_CELL.format(repository=repository)
+    loads_model = any("load_model(MODEL" in cell.source for cell in nb.cells if cell.cell_type == "code")
+    source = INSTALL_CELL.format(repository=repository, model_note=MODEL_NOTE if loads_model else NO_MODEL_NOTE)
     existing = [i for i, cell in enumerate(nb.cells) if TAG in cell.get("metadata", {}).get("tags", [])]
     if len(existing) > 1:
         raise ValueError(f"{notebook.name}: {len(existing)} cells are tagged {TAG!r}; expected at most one.")
