@@ -170,8 +170,8 @@ class RunPlan:
             f"{self.ddpm.batch_steps} steps",
             f"  05: Figs. 4-5 with {'all' if self.sdedit.fig_steps is None else self.sdedit.fig_steps} steps, "
             f"sweep {len(self.sdedit.t_sweep)} t_start x {self.sdedit.num_draws} draws x {self.sdedit.sweep_steps} steps",
-            f"  06: DPS {p.num_steps} steps, ScoreALD {p.score_ald_steps}, {len(p.eval_names) + p.num_eval_samples} evaluation faces x {p.num_draws} "
-            f"draws, step sizes "
+            f"  06: DPS {p.num_steps} steps, ScoreALD {p.score_ald_steps}, "
+            f"{len(p.eval_names) + p.num_eval_samples} evaluation faces x {p.num_draws} draws, step sizes "
             f"{step_sizes}; misfit of every {p.keep_every}th state, {p.network_chunk} images per network call",
         ])
 
@@ -191,7 +191,7 @@ EMBEDDED = RunPlan(
     sdedit=SDEdit(t_fig=(250, 500, 750), fig_steps=None, t_sweep=(10, 25, 50, 100, 175, 250, 375, 500, 750, 950),
                   num_draws=3, sweep_steps=50),
     # 50 DPS steps: notebook 06 within 5 minutes on 2 CPU cores; scripts/evaluate_inverse.py measures 50 vs 250
-    # steps. ScoreALD gets 100, the same compute (a DPS step costs 2.0-2.3 ScoreALD steps on the CPU, measured).
+    # steps. ScoreALD gets 100, the same compute (a DPS step costs 1.9-2.3 ScoreALD steps on the CPU, measured).
     # SDEdit's candidates bracket the paper's t_start = 500 matched to 32 x 32 by signal-to-noise ratio (125;
     # notebook 05).
     posterior=PosteriorSampling(num_steps=50, score_ald_steps=100, t_start=None, sdedit_steps=50, sigma_y=0.05,

@@ -73,7 +73,7 @@ DEFAULTS = {
     "steps": 50,                       # reverse steps of DPS (respaced from T = 1000)
     "score_ald_steps": None,           # ScoreALD's; None: 2 x steps, at most T (the same compute as DPS, see below)
     "sdedit_steps": None,              # SDEdit's steps from t_start to 0; None: min(steps, t_start + 1)
-    "variance": "auto",                # "auto": beta_tilde for respaced runs (steps < T), beta for full ones
+    "variance": "auto",                # "auto", per sampler: beta_tilde if it runs < T steps, else beta
     "samples": 1,                      # K reconstructions per measurement; K > 1 adds the mean of the K
     "seeds": [0],                      # each seed: a fresh measurement noise and sampler noise
     "batch_size": 8,                   # images per sampler call (x samples); changes no noise
@@ -87,7 +87,7 @@ DEFAULTS = {
     "zeta_published": {"box": 0.1, "random": 0.17, "blur": 0.3},       # dps_published: zeta_1000 (see below)
 }
 # A DPS step is a forward and a backward pass of the network, a ScoreALD step one forward pass: measured on the CPU,
-# a DPS step costs 2.0-2.3 ScoreALD steps (notebook 06), so by default ScoreALD runs twice DPS's steps, the same
+# a DPS step costs 1.9-2.3 ScoreALD steps (notebook 06), so by default ScoreALD runs twice DPS's steps, the same
 # compute, as in notebook 06.
 # Both DPS zetas are given per 1000 steps, as in notebook 06: the sampler gets zeta = zeta_1000 * T / steps (a
 # respaced run takes fewer, longer steps). DPS's public configs use zeta = 0.3 (blur) and 0.5 (inpainting) at 1000.
@@ -163,7 +163,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sdedit-steps", type=_positive_int("--sdedit-steps"), default=d["sdedit_steps"],
                         help="SDEdit's steps (default: min(steps, t_start + 1))")
     parser.add_argument("--variance", choices=("auto", "beta", "beta_tilde"), default=d["variance"],
-                        help="the reverse steps' noise variance; auto: beta_tilde if steps < T, else beta")
+                        help="the reverse steps' noise variance; auto: per sampler, beta_tilde if it runs fewer "
+                             "than T steps, else beta")
     parser.add_argument("--samples", type=_positive_int("--samples"), default=d["samples"],
                         help="reconstructions per measurement for the samplers; K > 1 also reports their mean")
     parser.add_argument("--seeds", nargs="+", type=int, default=d["seeds"])
