@@ -86,8 +86,10 @@ def tensor(x, name: str, shape: str = "(B, 3, H, W)", ndim: int | None = 4, chan
             or (size is not None and tuple(x.shape[-2:]) != (size, size))):
         raise ValueError(f"{name} must have shape {shape}; got {tuple(x.shape)}.{fix}")
     if not x.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a floating-point tensor (model-range images are float); got dtype {x.dtype}. "
-                         f"Convert 8-bit images with images.to_model_range(x / 255).")
+        if channels in (3, None):   # images
+            raise ValueError(f"{name} must be a floating-point tensor (model-range images are float); got dtype "
+                             f"{x.dtype}. Convert 8-bit images with images.to_model_range(x / 255).")
+        raise ValueError(f"{name} must be a floating-point tensor of shape {shape}; got dtype {x.dtype}.")
     if finite and x.numel() and not torch.isfinite(x).all():
         raise ValueError(f"{name} must be finite; got {int((~torch.isfinite(x)).sum())} NaN or infinite values.")
     if max_abs is not None and x.numel() and x.abs().max() > max_abs:

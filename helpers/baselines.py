@@ -7,26 +7,18 @@ measurement" gives, the bar a face model has to clear (issue 10; notebook 06).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
+from helpers import _checks
 from helpers.operators import GaussianBlur, Inpainting
 
 
 def _check_measurement(y: torch.Tensor, size: int | None = None) -> None:
-    if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point:
-        raise ValueError(f"y must be a floating-point torch.Tensor of shape (B, 3, S, S) in the model range [-1, 1] "
-                         f"(op.measure(x, sigma_y, generator)); got {type(y).__name__}"
-                         f"{f' of dtype {y.dtype}' if isinstance(y, torch.Tensor) else ''}.")
-    if y.ndim != 4 or y.shape[1] != 3 or (size is not None and tuple(y.shape[2:]) != (size, size)):
-        expected = f"(B, 3, {size}, {size})" if size is not None else "(B, 3, S, S)"
-        raise ValueError(f"y must have shape {expected}; got {tuple(y.shape)}. Add a batch dimension with y[None].")
-    if not torch.isfinite(y).all() or y.abs().max() > 3:
-        raise ValueError(f"y must be finite and in model-range units ([-1, 1] images, plus noise); got values in "
-                         f"[{y.min().item():.3g}, {y.max().item():.3g}]. Use images.to_model_range() for [0, 1] "
-                         f"images.")
+    shape = f"(B, 3, {size}, {size})" if size is not None else "(B, 3, S, S)"
+    _checks.tensor(y, "y", shape=shape, size=size, max_abs=3, fix="Measure with op.measure(x, sigma_y, generator); add a "
+                   "batch dimension with y[None].")
 
 
 def biharmonic_inpainting(y: torch.Tensor, op: Inpainting) -> torch.Tensor:
@@ -117,13 +109,11 @@ def tikhonov_deblurring(y: torch.Tensor, op: GaussianBlur, lam: float, tol: floa
     if not isinstance(op, GaussianBlur):
         raise ValueError(f"op must be a helpers.operators.GaussianBlur; got {type(op).__name__}. For inpainting use "
                          f"biharmonic_inpainting.")
-    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam) or not lam > 0:
-        raise ValueError(f"lam must be a finite number > 0 (the weight of the gradient penalty lam ||D x||^2; "
-                         f"e.g. 0.03 for sigma_y = 0.05 at 32 x 32); got {lam!r}.")
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
+    _checks.number(lam, "lam", allow_zero=False, hint="the weight of the gradient penalty lam ||D x||^2; e.g. 0.03 "
+                   "for sigma_y = 0.05 at 32 x 32")
+    if not _checks.number(tol, "tol", allow_zero=False, hint="CG stops when ||r|| <= tol ||A^H y||") < 1:
         raise ValueError(f"tol must be a number in (0, 1) (CG stops when ||r|| <= tol ||A^H y||); got {tol!r}.")
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer (the most CG iterations); got {max_iter!r}.")
+    _checks.integer(max_iter, "max_iter", low=1, hint="the most CG iterations")
     _check_measurement(y)
 
     def normal(x):  # (A^H A + lam D^H D) x

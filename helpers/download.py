@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import pathlib
 import socket
@@ -69,7 +70,18 @@ class RemoteFile:
         return f"about {self.approx_size}" if self.approx_size else "size not recorded"
 
 
+def _existing_file(path, name: str = "path") -> pathlib.Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a file path (str or pathlib.Path); got {type(path).__name__}.")
+    if not pathlib.Path(path).is_file():
+        what = "a folder" if pathlib.Path(path).is_dir() else "missing"
+        raise ValueError(f"{name} must be an existing file; got {str(path)!r}, which is {what}.")
+    return pathlib.Path(path)
+
+
 def sha256_of(path: str | pathlib.Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (the pinned checksums of :class:`RemoteFile`)."""
+    path = _existing_file(path)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -79,7 +91,7 @@ def sha256_of(path: str | pathlib.Path) -> str:
 
 def git_blob_sha1_of(path: str | pathlib.Path) -> str:
     """The git object id of a file (``git hash-object``): the hub's ETag for files not stored with LFS."""
-    data = pathlib.Path(path).read_bytes()
+    data = _existing_file(path).read_bytes()
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
@@ -98,6 +110,10 @@ def hf_home() -> pathlib.Path:
 def cache_root(cache_dir: str | pathlib.Path | None = None) -> pathlib.Path:
     """The course cache: ``cache_dir`` if given, else ``$COURSE_CACHE_DIR``, else ``$HF_HOME/diffusion-course``."""
     if cache_dir is not None:
+        if not isinstance(cache_dir, (str, os.PathLike)) or pathlib.Path(cache_dir).expanduser().is_file():
+            got = f"the file {str(cache_dir)!r}" if isinstance(cache_dir, (str, os.PathLike)) else repr(cache_dir)
+            raise ValueError(f"cache_dir must be a folder path (str or pathlib.Path; created if missing) or None; got "
+                             f"{got}.")
         return pathlib.Path(cache_dir).expanduser()
     return _env_path(COURSE_CACHE_ENV) or hf_home() / "diffusion-course"
 
@@ -147,6 +163,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT``, else huggingface.co:443) opens; through the
     proxy in ``$HTTPS_PROXY`` (or ``$https_proxy``) when one is set and ``$NO_PROXY`` does not exempt the hub, since
     that is the way the download itself goes (a machine behind a proxy often cannot reach the hub directly)."""
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds > 0; got {timeout!r}.")
     endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or HUB_URL)
     host, port = endpoint.hostname, endpoint.port or 443
     proxy = urllib.request.getproxies().get("https")

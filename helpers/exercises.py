@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 import torch
 
 from helpers import mixture, operators, posterior, sampling, schedule
-from helpers.models import DiffusionModel
+from helpers.models import DiffusionModel, ScoreModel
 
 SEED = 1234          # every check draws its inputs from generators seeded from this
 BATCH = 2            # images per check: enough to catch slips that mix up the images of a batch
@@ -132,11 +132,11 @@ REBUILDS: dict[str, tuple[str, str, tuple[tuple[object, str], ...]]] = {
     "forward_sample": ("eq. 3 (notebook 01)", "torch operations on alpha_bar[t]",
                        ((schedule, "add_noise"),)),
     "score_from_eps": ("the relation below eq. 4 (notebook 02)", "torch operations on eps and alpha_bar_t",
-                       ((DiffusionModel, "score"), (DiffusionModel, "x0_hat"))),
+                       ((ScoreModel, "score"), (ScoreModel, "x0_hat"))),
     "posterior_mean": ("eq. 7 (notebook 02)", "torch operations on the four inputs",
                        ((sampling, "ddpm_step"),)),
     "x0_hat_from_score": ("eq. 6 (notebook 03)", "torch operations on x_t, score and alpha_bar_t",
-                          ((DiffusionModel, "x0_hat"),)),
+                          ((ScoreModel, "x0_hat"),)),
     "ddpm_step_mine": ("eqs. 6-7 (notebooks 02 and 04)", "model.x0_hat, model.eps, posterior_variances",
                        ((sampling, "ddpm_step"),)),
     "sdedit_start": ("eq. 3 (notebooks 01 and 05)", "torch operations on alpha_bar[t_start]",
@@ -161,7 +161,7 @@ REBUILDS: dict[str, tuple[str, str, tuple[tuple[object, str], ...]]] = {
 
 def _reference_name(owner: object, attribute: str) -> str:
     """How the notebooks call a reference: ``model.x0_hat``, ``schedule.add_noise``, ``mixture.score``."""
-    if owner is DiffusionModel:
+    if owner is ScoreModel:
         return f"model.{attribute}"
     if isinstance(owner, type):
         return f"{owner.__name__}.{attribute}"

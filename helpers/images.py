@@ -60,18 +60,20 @@ NAMED_IMAGES: dict[str, NamedImage] = {
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] -> [-1, 1] (``2 x - 1``). ``x``: a floating-point tensor of any shape (8-bit images: ``x / 255``).
 
-    Raises ``ValueError`` for a non-tensor or an integer tensor (``2 x - 1`` on bytes wraps around).
+    Raises ``ValueError`` for a non-tensor, an integer tensor (``2 x - 1`` on bytes wraps around) or NaN or infinite
+    values.
     """
-    _checks.tensor(x, "x", shape="(..., H, W) in [0, 1]", ndim=None, channels=None, finite=False)
+    _checks.tensor(x, "x", shape="(..., H, W) in [0, 1]", ndim=None, channels=None)
     return x * 2 - 1
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped, for display and metrics. ``x``: a floating-point tensor of any shape.
 
-    Raises ``ValueError`` for a non-tensor or an integer tensor.
+    Raises ``ValueError`` for a non-tensor, an integer tensor or NaN or infinite values (a diverged sampler shows
+    as an error, not as a black image).
     """
-    _checks.tensor(x, "x", shape="(..., H, W) in [-1, 1]", ndim=None, channels=None, finite=False)
+    _checks.tensor(x, "x", shape="(..., H, W) in [-1, 1]", ndim=None, channels=None)
     return ((x + 1) / 2).clamp(0, 1)
 
 

@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from helpers import _checks
+from helpers.models import ScoreModel
 from helpers.schedule import Schedule, check_timestep, linear_schedule
 
 CHANNELS = 3   # the samplers' images have 3 channels: a point of dimension 3 S^2 is a (3, S, S) image
@@ -50,13 +52,23 @@ class GaussianMixture:
         return int(self.means.shape[1])
 
 
+def _array(value, name: str) -> torch.Tensor:
+    """An array-like of real numbers as a float64 CPU tensor, or a ``ValueError`` naming it."""
+    if isinstance(value, torch.Tensor) and not (value.dtype.is_floating_point or value.dtype == torch.long):
+        raise ValueError(f"{name} must hold real numbers; got a {value.dtype} tensor.")
+    try:
+        return torch.as_tensor(value, dtype=torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name} must be a list or tensor of real numbers; got {value!r:.80} ({error}).") from None
+
+
 def gaussian_mixture(weights, means, covs) -> GaussianMixture:
     """A checked :class:`GaussianMixture` from array-likes (lists or tensors), stored in float64.
 
     Raises ``ValueError`` naming the argument, what came and what is allowed: ``weights`` positive and summing to 1
     (within 1e-6), ``means`` ``(K, d)``, ``covs`` ``(K, d, d)`` symmetric positive definite, all finite.
     """
-    weights, means, covs = (torch.as_tensor(v, dtype=torch.float64).cpu() for v in (weights, means, covs))
+    weights, means, covs = (_array(v, name) for v, name in ((weights, "weights"), (means, "means"), (covs, "covs")))
     if weights.ndim != 1 or weights.shape[0] < 1:
         raise ValueError(f"weights must be a 1-D list of K >= 1 component weights; got shape {tuple(weights.shape)}.")
     K = weights.shape[0]
@@ -92,10 +104,8 @@ def append_coordinates(mixture: GaussianMixture, count: int, std: float) -> Gaus
     measurement of them alone; the new ones never depend on them. Used to give a 2-D mixture the 3 coordinates of a
     1x1 image with 3 channels (notebook 07).
     """
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise ValueError(f"count must be an integer >= 0 (coordinates to add); got {count!r}.")
-    if not isinstance(std, (int, float)) or isinstance(std, bool) or not 0 < std < math.inf:
-        raise ValueError(f"std must be a number > 0 (the added coordinates' standard deviation); got {std!r}.")
+    _checks.integer(count, "count", low=0, hint="coordinates to add")
+    _checks.number(std, "std", allow_zero=False, hint="the added coordinates' standard deviation")
     K, d = mixture.K, mixture.d
     means = torch.cat([mixture.means, torch.zeros(K, count, dtype=torch.float64)], dim=1)
     covs = torch.zeros(K, d + count, d + count, dtype=torch.float64)
@@ -105,8 +115,10 @@ def append_coordinates(mixture: GaussianMixture, count: int, std: float) -> Gaus
 
 
 def _check_alpha_bar(alpha_bar_t) -> float:
-    value = float(alpha_bar_t)
-    if not 0 < value <= 1:
+    ok = isinstance(alpha_bar_t, (int, float)) and not isinstance(alpha_bar_t, bool) or (
+        isinstance(alpha_bar_t, torch.Tensor) and alpha_bar_t.numel() == 1 and alpha_bar_t.dtype.is_floating_point)
+    value = float(alpha_bar_t) if ok else alpha_bar_t
+    if not ok or not 0 < value <= 1:
         raise ValueError(f"alpha_bar_t must be in (0, 1] (e.g. model.alpha_bar[t]); got {value!r}.")
     return value
 
@@ -127,10 +139,8 @@ def noised(mixture: GaussianMixture, alpha_bar_t: float | torch.Tensor) -> Gauss
 
 
 def _points(x: torch.Tensor, mixture: GaussianMixture, name: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != mixture.d or not x.dtype.is_floating_point:
-        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a floating-point tensor of points, shape (N, {mixture.d}); got {got}.")
-    return x.to(torch.float64)
+    return _checks.tensor(x, name, shape=f"(N, {mixture.d}), one point per row", ndim=2, channels=mixture.d,
+                          fix="Convert images with mixture.to_points(x).").to(torch.float64)
 
 
 def _component_terms(mixture: GaussianMixture, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,10 +208,8 @@ def sample(mixture: GaussianMixture, num_samples: int, generator: torch.Generato
 
     A component by its weight, then :math:`m_k + L_k z` with :math:`C_k = L_k L_k^T`; all from ``generator``.
     """
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}.")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator; got {type(generator).__name__}.")
+    _checks.integer(num_samples, "num_samples", low=1)
+    _checks.generator(generator, batch=1)
     labels = torch.multinomial(mixture.weights, num_samples, replacement=True, generator=generator)
     z = torch.randn(num_samples, mixture.d, generator=generator, dtype=torch.float64)
     chol = torch.linalg.cholesky(mixture.covs)
@@ -221,6 +229,19 @@ def component_posterior(mean: torch.Tensor, cov: torch.Tensor, A: torch.Tensor, 
     ``mean`` ``(..., d)``, ``cov`` ``(..., d, d)``, ``A`` ``(m, d)``, ``y`` ``(m,)``; returns ``(..., d)`` and
     ``(..., d, d)`` (leading dimensions broadcast, e.g. over components).
     """
+    for value, name, ndim in ((mean, "mean", 1), (cov, "cov", 2), (A, "A", 2), (y, "y", 1)):
+        _checks.tensor(value, name, shape="(..., d), (..., d, d), (m, d) and (m,) for mean, cov, A and y",
+                       ndim=None if name in ("mean", "cov") else ndim, channels=None)
+    d = mean.shape[-1] if mean.ndim else 0
+    if d < 1 or cov.shape[-2:] != (d, d) or A.shape[1] != d or y.shape != (A.shape[0],):
+        raise ValueError(f"mean, cov, A and y must have shapes (..., d), (..., d, d), (m, d) and (m,); got "
+                         f"{tuple(mean.shape)}, {tuple(cov.shape)}, {tuple(A.shape)} and {tuple(y.shape)}.")
+    _checks.number(sigma_y, "sigma_y", allow_zero=True, hint="the measurement noise std")
+    return _kalman(mean, cov, A, y, sigma_y)
+
+
+def _kalman(mean: torch.Tensor, cov: torch.Tensor, A: torch.Tensor, y: torch.Tensor, sigma_y: float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     S = A @ cov @ A.T + sigma_y ** 2 * torch.eye(A.shape[0], dtype=cov.dtype)
     gain = torch.linalg.solve(S, A @ cov).transpose(-1, -2)                    # C A^T S^{-1} (S and C symmetric)
     post_mean = mean + (gain @ (y - (A @ mean[..., None])[..., 0])[..., None])[..., 0]
@@ -241,20 +262,21 @@ def posterior(mixture: GaussianMixture, A: torch.Tensor, y: torch.Tensor, sigma_
     S = A @ mixture.covs @ A.T + sigma_y ** 2 * torch.eye(A.shape[0], dtype=torch.float64)   # (K, m, m)
     evidence = GaussianMixture(weights=mixture.weights, means=mixture.means @ A.T, covs=S)
     log_joint, _ = _component_terms(evidence, y[None])
-    means, covs = component_posterior(mixture.means, mixture.covs, A, y, sigma_y)
+    means, covs = _kalman(mixture.means, mixture.covs, A, y, sigma_y)
     return GaussianMixture(weights=torch.softmax(log_joint[0], dim=0), means=means, covs=covs)
 
 
 def _check_measurement(mixture: GaussianMixture, A, y, sigma_y) -> tuple[torch.Tensor, torch.Tensor]:
-    A, y = torch.as_tensor(A, dtype=torch.float64).cpu(), torch.as_tensor(y, dtype=torch.float64).cpu().reshape(-1)
+    A, y = _array(A, "A"), _array(y, "y").reshape(-1)
     if A.ndim != 2 or A.shape[1] != mixture.d:
         raise ValueError(f"A must be a matrix of shape (m, {mixture.d}) for this {mixture.d}-D mixture; got shape "
                          f"{tuple(A.shape)}.")
     if y.shape != (A.shape[0],):
         raise ValueError(f"y must hold one measurement of {A.shape[0]} values (A has {A.shape[0]} rows); got "
                          f"{y.numel()} values.")
-    if not isinstance(sigma_y, (int, float)) or isinstance(sigma_y, bool) or not 0 <= sigma_y < math.inf:
-        raise ValueError(f"sigma_y must be a number >= 0 (the measurement noise std); got {sigma_y!r}.")
+    if not (torch.isfinite(A).all() and torch.isfinite(y).all()):
+        raise ValueError("A and y must be finite; got NaN or infinite values.")
+    _checks.number(sigma_y, "sigma_y", allow_zero=True, hint="the measurement noise std")
     return A, y
 
 
@@ -262,6 +284,7 @@ def _check_measurement(mixture: GaussianMixture, A, y, sigma_y) -> tuple[torch.T
 
 def image_size_for(d: int) -> int:
     """The side ``S`` of the ``(3, S, S)`` image that holds a point of dimension ``d = 3 S^2`` (3 -> 1, 12 -> 2)."""
+    _checks.integer(d, "d", low=1, hint="a point's dimension")
     size = math.isqrt(d // CHANNELS) if d % CHANNELS == 0 else 0
     if size < 1 or CHANNELS * size * size != d:
         raise ValueError(f"the mixture's dimension must be 3 S^2 (3, 12, 27, ...) so that a point is a (3, S, S) "
@@ -272,25 +295,31 @@ def image_size_for(d: int) -> int:
 
 def to_images(points: torch.Tensor) -> torch.Tensor:
     """Points ``(N, d)`` as the samplers' images ``(N, 3, S, S)``, ``d = 3 S^2`` (a view, same dtype)."""
+    _checks.tensor(points, "points", shape="(N, d), one point per row", ndim=2, channels=None, finite=False)
     size = image_size_for(points.shape[-1])
     return points.reshape(points.shape[0], CHANNELS, size, size)
 
 
 def to_points(x: torch.Tensor) -> torch.Tensor:
     """The samplers' images ``(N, 3, S, S)`` as points ``(N, 3 S^2)`` (a view, same dtype)."""
+    _checks.tensor(x, "x", shape="(N, 3, S, S)", finite=False)
     return x.flatten(1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MixtureModel:
+class MixtureModel(ScoreModel):
     r"""The exact "network" of a Gaussian-mixture prior, with the interface of
-    :class:`helpers.models.DiffusionModel`: ``eps``, ``score``, ``x0_hat``, ``beta``, ``alpha``, ``alpha_bar``,
-    ``T``, ``image_size``, ``device``, ``name``. Make one with :func:`mixture_model`.
+    :class:`helpers.models.DiffusionModel`: ``eps``, ``score``, ``x0_hat`` (:class:`helpers.models.ScoreModel`),
+    ``beta``, ``alpha``, ``alpha_bar``, ``T``, ``image_size``, ``device``, ``name``. Make one with
+    :func:`mixture_model`.
 
     Where a trained network *approximates* the score of :math:`p_t`, this one *is* it, from :func:`noised` and
     :func:`score`; every sampler of :mod:`helpers.sampling` and :mod:`helpers.posterior` runs on it unchanged, on
     points of dimension ``d = 3 S^2`` held as ``(B, 3, S, S)`` images (``S = image_size``). Computed in float64,
-    returned in the dtype of ``x_t``; differentiable in ``x_t`` (DPS).
+    returned in the dtype of ``x_t``; differentiable in ``x_t`` (DPS). Its ``score`` is the exact
+    :math:`\nabla_{x_t} \log p_t(x_t)` (eq. 3 applied to each component, :func:`noised`), so its ``x0_hat``
+    (Tweedie, eq. 6) is the exact :math:`E[x_0 \mid x_t]` (:func:`x0_mean`) and its ``eps`` what a perfectly trained
+    network returns.
     """
 
     name: str
@@ -299,68 +328,20 @@ class MixtureModel:
     image_size: int
     device: torch.device
 
-    @property
-    def beta(self) -> torch.Tensor:
-        return self.schedule.beta
-
-    @property
-    def alpha(self) -> torch.Tensor:
-        return self.schedule.alpha
-
-    @property
-    def alpha_bar(self) -> torch.Tensor:
-        return self.schedule.alpha_bar
-
-    @property
-    def T(self) -> int:
-        return self.schedule.T
-
     def _check(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        shape = (CHANNELS, self.image_size, self.image_size)
-        if not isinstance(x_t, torch.Tensor) or x_t.ndim != 4 or tuple(x_t.shape[1:]) != shape:
-            got = f"shape {tuple(x_t.shape)}" if isinstance(x_t, torch.Tensor) else type(x_t).__name__
-            raise ValueError(f"x_t must have shape (B, {', '.join(map(str, shape))}) for the {self.prior.d}-D mixture "
-                             f"{self.name!r}; got {got}. Convert points with mixture.to_images(points).")
-        if not x_t.dtype.is_floating_point:
-            raise ValueError(f"x_t must be a floating-point tensor; got dtype {x_t.dtype}.")
+        size = self.image_size
+        _checks.tensor(x_t, "x_t", shape=f"(B, 3, {size}, {size}) for the {self.prior.d}-D mixture {self.name!r}",
+                       size=size, fix="Convert points with mixture.to_images(points).")
         return check_timestep(t, self.T, batch=x_t.shape[0])
 
-    def score(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        r"""The exact score :math:`\nabla_{x_t} \log p_t(x_t)` of the noised mixture (eq. 3, :func:`noised`).
-
-        ``x_t``: ``(B, 3, S, S)``; ``t``: int or ``(B,)`` integer tensor in ``[0, T)``. Returns ``x_t``'s shape and
-        dtype. Reference: the score below paper eq. 4; notebook 07.
-        """
-        t = self._check(x_t, t)
+    def _score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The exact score of the noised mixture, one :func:`noised` prior per distinct timestep in the batch."""
         points = to_points(x_t).to(torch.float64)
-        values = torch.unique(t).tolist()
-        if len(values) == 1:
-            out = score(noised(self.prior, self.alpha_bar[values[0]]), points)
-        else:                                                    # one p_t per distinct timestep in the batch
-            out = torch.zeros_like(points)
-            for t_value in values:
-                rows = (t == t_value).nonzero()[:, 0]
-                out = out.index_put((rows,), score(noised(self.prior, self.alpha_bar[t_value]), points[rows]))
+        out = torch.zeros_like(points)
+        for t_value in torch.unique(t).tolist():
+            rows = (t == t_value).nonzero()[:, 0]
+            out[rows] = score(noised(self.prior, self.alpha_bar[t_value]), points[rows])
         return out.reshape(x_t.shape).to(x_t.dtype)
-
-    def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        r"""The exact noise prediction :math:`\epsilon(x_t, t) = -\sqrt{1 - \bar\alpha_t}\, \nabla \log p_t(x_t)`,
-        what a perfectly trained network returns (the relation below paper eq. 4). Shapes as :meth:`score`."""
-        t = self._check(x_t, t)
-        root = (1 - self.alpha_bar[t]).sqrt().to(x_t.dtype).view(-1, 1, 1, 1)
-        return -root * self.score(x_t, t)
-
-    def x0_hat(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        r"""Tweedie's formula with the exact score (paper eq. 6), which is the exact :math:`E[x_0 \mid x_t]`
-        (:func:`x0_mean`):
-
-        .. math:: \hat x_0 = \frac{1}{\sqrt{\bar\alpha_t}} \left(x_t + (1 - \bar\alpha_t) \nabla \log p_t(x_t)\right)
-
-        Shapes as :meth:`score`. Reference: paper eq. 6; notebooks 02 and 07. Not clipped.
-        """
-        t = self._check(x_t, t)
-        alpha_bar_t = self.alpha_bar[t].view(-1, 1, 1, 1)
-        return (x_t + (1 - alpha_bar_t).to(x_t.dtype) * self.score(x_t, t)) / alpha_bar_t.sqrt().to(x_t.dtype)
 
 
 def mixture_model(prior: GaussianMixture, schedule: Schedule | None = None, name: str = "mixture") -> MixtureModel:
@@ -389,22 +370,19 @@ class MatrixOperator:
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         size = self.image_size
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (CHANNELS, size, size):
-            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (B, {CHANNELS}, {size}, {size}) for {self.name!r}; got {got}.")
+        _checks.tensor(x, "x", shape=f"(B, {CHANNELS}, {size}, {size}) for {self.name!r}", size=size,
+                       fix="Convert points with mixture.to_images(points).")
         return (to_points(x) @ self.matrix.to(x).T)[:, :, None, None]
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         m = self.matrix.shape[0]
-        if not isinstance(y, torch.Tensor) or y.ndim != 4 or tuple(y.shape[1:]) != (m, 1, 1):
-            got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ValueError(f"y must have shape (B, {m}, 1, 1) for {self.name!r}; got {got}.")
+        _checks.tensor(y, "y", shape=f"(B, {m}, 1, 1) for {self.name!r}", channels=m, size=1)
         return to_images(y.flatten(1) @ self.matrix.to(y))
 
     def measure(self, x: torch.Tensor, sigma_y: float, generator: torch.Generator) -> torch.Tensor:
         r""":math:`y = M x + \sigma_y z`, ``z`` from ``generator`` (CPU), ``(B, m, 1, 1)``. Paper eq. 8."""
-        if not isinstance(sigma_y, (int, float)) or isinstance(sigma_y, bool) or not 0 <= sigma_y < math.inf:
-            raise ValueError(f"sigma_y must be a number >= 0 (the measurement noise std); got {sigma_y!r}.")
+        _checks.number(sigma_y, "sigma_y", allow_zero=True, hint="the measurement noise std")
+        _checks.generator(generator, batch=1)
         y = self.A(x)
         return y + sigma_y * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
 
@@ -412,7 +390,7 @@ class MatrixOperator:
 def matrix_operator(matrix, name: str) -> MatrixOperator:
     """A :class:`MatrixOperator` from an ``(m, d)`` array-like, ``d = 3 S^2``; e.g. ``[[1., 0, 0]]`` observes the
     first coordinate of a 3-D point."""
-    matrix = torch.as_tensor(matrix, dtype=torch.float64).cpu()
+    matrix = _array(matrix, "matrix")
     if matrix.ndim != 2 or not torch.isfinite(matrix).all():
         raise ValueError(f"matrix must be a finite (m, d) matrix; got shape {tuple(matrix.shape)}.")
     image_size_for(matrix.shape[1])
@@ -423,8 +401,9 @@ def matrix_operator(matrix, name: str) -> MatrixOperator:
 
 def random_directions(d: int, num_directions: int, generator: torch.Generator) -> torch.Tensor:
     """``num_directions`` unit vectors uniform on the sphere in ``d`` dimensions, ``(L, d)`` float64."""
-    if not isinstance(num_directions, int) or isinstance(num_directions, bool) or num_directions < 1:
-        raise ValueError(f"num_directions must be a positive integer; got {num_directions!r}.")
+    _checks.integer(d, "d", low=1, hint="the points' dimension")
+    _checks.integer(num_directions, "num_directions", low=1)
+    _checks.generator(generator, batch=1)
     directions = torch.randn(num_directions, d, generator=generator, dtype=torch.float64)
     return directions / directions.norm(dim=1, keepdim=True)
 
@@ -440,7 +419,10 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, directions: torch.Tenso
     distribution are not at distance 0: compare with that floor at the same ``N`` (notebook 07). Returns a 0-dim
     float64 tensor.
     """
-    if x.ndim != 2 or x.shape != y.shape or x.shape[1] != directions.shape[1]:
+    dimension = f"(N, {directions.shape[1]}), the directions' dimension"
+    _checks.tensor(x, "x", shape=dimension, ndim=2, channels=directions.shape[1])
+    _checks.tensor(y, "y", shape=dimension, ndim=2, channels=directions.shape[1])
+    if x.shape != y.shape:
         raise ValueError(f"x and y must be point sets of the same shape (N, d) with d = {directions.shape[1]} (the "
                          f"directions' dimension); got {tuple(x.shape)} and {tuple(y.shape)}.")
     a = torch.sort(x.to(torch.float64) @ directions.T, dim=0).values
@@ -453,7 +435,8 @@ def sliced_wasserstein_groups(x: torch.Tensor, y: torch.Tensor, directions: torc
     """:func:`sliced_wasserstein` between ``x`` and ``y`` ``(N, d)`` split into ``num_groups`` consecutive groups of
     ``N / num_groups`` points: a ``(num_groups,)`` tensor of independent estimates at that group size, whose mean and
     standard error give the distance with its Monte-Carlo error."""
-    if not isinstance(num_groups, int) or num_groups < 1 or x.shape[0] % num_groups:
+    _checks.integer(num_groups, "num_groups", low=1, hint=f"groups of the N = {x.shape[0]} points")
+    if x.shape[0] % num_groups:
         raise ValueError(f"num_groups must be a positive integer dividing N = {x.shape[0]}; got {num_groups!r}.")
     return torch.stack([sliced_wasserstein(a, b, directions)
                         for a, b in zip(x.chunk(num_groups), y.chunk(num_groups))])

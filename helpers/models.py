@@ -26,25 +26,16 @@ CHECKSUM_FILE = "SHA256SUMS"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class DiffusionModel:
-    """An epsilon-predicting network with its noise schedule.
+class ScoreModel:
+    """What every model of the course shares: the schedule read like the paper and the quantities of eqs. 4-6, written
+    once for :class:`DiffusionModel` (a trained network) and :class:`helpers.mixture.MixtureModel` (the exact score).
 
-    Attributes: ``name``, ``unet`` (a network in eval mode called as ``unet(x_t, t).sample``: a diffusers
-    ``UNet2DModel``, or :class:`helpers.paper_models.EpsilonOfLearnedSigma` around an ADM U-Net), ``schedule``
-    (:class:`helpers.schedule.Schedule`: ``beta``, ``alpha``, ``alpha_bar`` on ``device``, float64),
-    ``image_size`` (pixels per side), ``device``. The fast GPU path (see :func:`load_model`): ``autocast_dtype``
-    (``None``: the network runs in its own dtype, float32; else ``torch.bfloat16`` or ``torch.float16``, under
-    ``torch.autocast``) and ``channels_last`` (the input is passed in channels-last memory format).
+    A subclass holds ``schedule`` and defines ``_check(x_t, t)`` (checks the public call's arguments, returns ``t`` as
+    a ``(B,)`` long tensor) and one of ``_eps`` or ``_score``, the unchecked forms for a ``t`` already checked; the
+    other follows from the relation below eq. 4. So each public call checks its arguments once, not once per layer.
     """
 
-    name: str
-    unet: torch.nn.Module
     schedule: Schedule
-    image_size: int
-    device: torch.device
-    autocast_dtype: torch.dtype | None = None
-    channels_last: bool = False
 
     # Shortcuts that read like the paper: model.alpha_bar[t] is the code's alpha_bar at index t.
     @property
@@ -63,30 +54,19 @@ class DiffusionModel:
     def T(self) -> int:
         return self.schedule.T
 
-    def _check(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """Check ``x_t`` and ``t`` once per public call; return ``t`` as a ``(B,)`` long tensor on ``x_t``'s device."""
-        size = self.image_size
-        _checks.tensor(x_t, "x_t", shape=f"(B, 3, {size}, {size}) for model {self.name!r}", size=size,
-                       fix=f"Use images.load_image(..., size={size}) to resize.")
-        return check_timestep(t, self.T, batch=x_t.shape[0]).to(x_t.device)
-
     def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """The network's noise prediction :math:`\\epsilon_\\theta(x_t, t)` (paper eq. 4).
+        """The noise prediction :math:`\\epsilon_\\theta(x_t, t)`: the estimate of eq. 3's noise ``z`` in ``x_t`` that
+        drives the reverse step (paper eq. 4).
 
         ``x_t``: ``(B, 3, S, S)`` on ``self.device``, finite floats; ``t``: int or ``(B,)`` integer tensor in
         ``[0, T)``. Returns a tensor of the same shape and dtype as ``x_t``. Gradients flow if ``x_t`` requires them.
-
-        Fast path (off by default on the CPU, where this is exactly ``unet(x_t, t).sample``): with
-        ``autocast_dtype`` set, the network runs under ``torch.autocast`` (convolutions and attention in bfloat16
-        or float16, normalisations in float32) and its output is cast back to ``x_t``'s dtype; everything outside
-        the network (eqs. 5-7, the DPS gradient's arithmetic) stays in float32.
         """
         return self._eps(x_t, self._check(x_t, t))
 
     def score(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The score :math:`s_\\theta(x_t, t) = -\\epsilon_\\theta(x_t, t) / \\sqrt{1 - \\bar\\alpha_t}`.
 
-        Reference: the relation below paper eq. 4; notebook 02.
+        Shapes as :meth:`eps`. Reference: the relation below paper eq. 4; notebook 02.
         """
         return self._score(x_t, self._check(x_t, t))
 
@@ -95,14 +75,53 @@ class DiffusionModel:
 
         .. math:: \\hat x_0 = \\frac{1}{\\sqrt{\\bar\\alpha_t}} \\left(x_t + (1 - \\bar\\alpha_t) s_\\theta(x_t, t)\\right)
 
-        Reference: paper eq. 6; notebooks 02-03. Not clipped to [-1, 1] (the samplers say where they clip).
+        Shapes as :meth:`eps`. Reference: paper eq. 6; notebooks 02-03. Not clipped to [-1, 1] (the samplers say
+        where they clip).
         """
         t = self._check(x_t, t)
         alpha_bar_t = self.alpha_bar[t].view(-1, 1, 1, 1)  # float64: 1 - alpha_bar_t keeps its digits near t = 0
         return (x_t + (1 - alpha_bar_t).to(x_t.dtype) * self._score(x_t, t)) / alpha_bar_t.sqrt().to(x_t.dtype)
 
-    # The unchecked forms, for a t already checked: one check per public call, not one per layer of eqs. 4-6.
+    # The relation below eq. 4, each way; a subclass overrides the one it computes.
     def _eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -(1 - self.alpha_bar[t]).sqrt().to(x_t.dtype).view(-1, 1, 1, 1) * self._score(x_t, t)
+
+    def _score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -self._eps(x_t, t) / (1 - self.alpha_bar[t]).sqrt().to(x_t.dtype).view(-1, 1, 1, 1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DiffusionModel(ScoreModel):
+    """An epsilon-predicting network with its noise schedule: ``eps``, ``score``, ``x0_hat`` (:class:`ScoreModel`).
+
+    Attributes: ``name``, ``unet`` (a network in eval mode called as ``unet(x_t, t).sample``: a diffusers
+    ``UNet2DModel``, or :class:`helpers.paper_models.EpsilonOfLearnedSigma` around an ADM U-Net), ``schedule``
+    (:class:`helpers.schedule.Schedule`: ``beta``, ``alpha``, ``alpha_bar`` on ``device``, float64),
+    ``image_size`` (pixels per side), ``device``. The fast GPU path (see :func:`load_model`): ``autocast_dtype``
+    (``None``: the network runs in its own dtype, float32; else ``torch.bfloat16`` or ``torch.float16``, under
+    ``torch.autocast``) and ``channels_last`` (the input is passed in channels-last memory format).
+
+    Fast path (off by default on the CPU, where ``eps`` is exactly ``unet(x_t, t).sample``): with ``autocast_dtype``
+    set, the network runs under ``torch.autocast`` (convolutions and attention in bfloat16 or float16,
+    normalisations in float32) and its output is cast back to ``x_t``'s dtype; everything outside the network
+    (eqs. 5-7, the DPS gradient's arithmetic) stays in float32.
+    """
+
+    name: str
+    unet: torch.nn.Module
+    schedule: Schedule
+    image_size: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def _check(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        size = self.image_size
+        _checks.tensor(x_t, "x_t", shape=f"(B, 3, {size}, {size}) for model {self.name!r}", size=size,
+                       fix=f"Use images.load_image(..., size={size}) to resize.")
+        return check_timestep(t, self.T, batch=x_t.shape[0]).to(x_t.device)
+
+    def _eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:   # the network: eq. 4's epsilon_theta
         x = x_t.to(next(self.unet.parameters()).dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -111,10 +130,6 @@ class DiffusionModel:
         with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
             eps = self.unet(x, t).sample
         return eps.to(x_t.dtype).contiguous()
-
-    def _score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        one_minus_alpha_bar = (1 - self.alpha_bar[t]).to(x_t.dtype).view(-1, 1, 1, 1)
-        return -self._eps(x_t, t) / one_minus_alpha_bar.sqrt()
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:

@@ -93,8 +93,8 @@ def ddpm_step(model: DiffusionModel, x_t: torch.Tensor, t: int, t_prev: int, gen
     """
     _checks.one_of(variance, "variance", ("beta", "beta_tilde", None),
                    hint="beta for single steps, beta_tilde for respaced jumps")
-    if not -1 <= t_prev < t:
-        raise ValueError(f"t_prev must satisfy -1 <= t_prev < t; got t={t}, t_prev={t_prev}.")
+    _checks.integer(t, "t", low=0, high=model.T - 1, hint="the code's timestep index")
+    _checks.integer(t_prev, "t_prev", low=-1, high=t - 1, hint="the next timestep, -1 after the last step")
     _checks.generator(generator, x_t.shape[0])
     # (1) x0_hat by eq. 6
     if x0_hat is None:

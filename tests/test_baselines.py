@@ -80,7 +80,7 @@ def test_tikhonov_keeps_float32_and_raises_when_cg_cannot_converge():
 @pytest.mark.parametrize("lam", [0, -1.0, math.inf, math.nan, "0.1", True])
 def test_tikhonov_rejects_bad_lambda(lam):
     op = operators.course_operators(32)["blur"]
-    with pytest.raises(ValueError, match=r"lam must be a finite number > 0 .*got"):
+    with pytest.raises(ValueError, match=r"lam must be a number > 0 \(finite\) .*got"):
         baselines.tikhonov_deblurring(torch.zeros(1, 3, 32, 32), op, lam)
 
 
@@ -92,10 +92,10 @@ def test_baselines_reject_the_wrong_operator_and_bad_measurements():
         baselines.biharmonic_inpainting(torch.zeros(1, 3, 32, 32), ops["blur"])
     with pytest.raises(ValueError, match=r"y must have shape \(B, 3, 32, 32\); got \(3, 32, 32\)"):
         baselines.biharmonic_inpainting(torch.zeros(3, 32, 32), ops["box"])
-    with pytest.raises(ValueError, match=r"y must be finite and in model-range units.*\[0, 255\]"):
+    with pytest.raises(ValueError, match=r"y must be in the model range \[-1, 1\].*got values in \[0, 255\]"):
         baselines.biharmonic_inpainting(torch.full((1, 3, 32, 32), 255.0).clamp(0, 255) * ops["box"].mask,
                                         ops["box"])
-    with pytest.raises(ValueError, match="y must be a floating-point torch.Tensor"):
+    with pytest.raises(ValueError, match="y must be a floating-point tensor"):
         baselines.tikhonov_deblurring(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ops["blur"], 0.03)
-    with pytest.raises(ValueError, match="tol must be a number in \\(0, 1\\)"):
+    with pytest.raises(ValueError, match="tol must be a number"):
         baselines.tikhonov_deblurring(torch.zeros(1, 3, 32, 32), ops["blur"], 0.03, tol=0)

@@ -229,7 +229,8 @@ def test_the_references_are_restored_after_a_pass_a_failure_and_an_error(model):
     with pytest.raises(ValueError, match="the learner's own error"):
         exercises.check_dps_update(raises, model)
     assert references_now() == before
-    assert models.DiffusionModel.x0_hat is before[(id(models.DiffusionModel), "x0_hat")]
+    assert models.ScoreModel.x0_hat is before[(id(models.ScoreModel), "x0_hat")]
+    assert "x0_hat" not in vars(models.DiffusionModel)                # nothing left behind on the subclass
     x_t = torch.zeros(1, 3, model.image_size, model.image_size)
     assert model.x0_hat(x_t, 10).shape == x_t.shape           # the model works again after the checks
 

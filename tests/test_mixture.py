@@ -64,7 +64,7 @@ def test_a_model_needs_a_dimension_of_three_s_squared(prior2):
 
 
 def test_the_model_refuses_a_wrong_shape(model):
-    with pytest.raises(ValueError, match=r"x_t must have shape \(B, 3, 1, 1\) .* got shape \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"x_t must have shape \(B, 3, 1, 1\) .* got \(4, 3\)"):
         model.score(torch.zeros(4, 3), 10)
     with pytest.raises(ValueError, match=r"t must be in \[0, 1000\)"):
         model.score(torch.zeros(4, 3, 1, 1), 1000)

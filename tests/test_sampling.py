@@ -77,10 +77,16 @@ def test_unknown_variance_is_rejected(tiny_model):
         ddpm_step(tiny_model, torch.zeros(1, 3, 8, 8), 5, 4, torch.Generator(), variance="fixed_large")
 
 
-@pytest.mark.parametrize("t, t_prev", [(5, 5), (5, 6), (5, -2)])
+@pytest.mark.parametrize("t, t_prev", [(5, 5), (5, 6), (5, -2), (5, 4.0), (5, True)])
 def test_t_prev_must_come_before_t(tiny_model, t, t_prev):
-    with pytest.raises(ValueError, match="t_prev must satisfy -1 <= t_prev < t"):
+    with pytest.raises(ValueError, match=rf"t_prev must be an integer in \[-1, 4\] .*; got {t_prev!r}\."):
         ddpm_step(tiny_model, torch.zeros(1, 3, 8, 8), t, t_prev, torch.Generator())
+
+
+@pytest.mark.parametrize("t", [5.5, 5.0, True, torch.tensor(5), -1, 1000])
+def test_ddpm_step_takes_t_as_an_integer_index(tiny_model, t):
+    with pytest.raises(ValueError, match=r"t must be an integer in \[0, 999\] \(the code's timestep index\); got "):
+        ddpm_step(tiny_model, torch.zeros(1, 3, 8, 8), t, 0, torch.Generator())
 
 
 @pytest.mark.parametrize("num_steps", [0, False, 2.5, -3, 1001])
