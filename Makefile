@@ -10,7 +10,7 @@ RUN ?= $(HOME)/.cache/diffusion-course/runs/faces32-15k
 # The shipped model after 4,500 iterations, which the 15,000-iteration run continued from.
 INIT ?= helpers/weights/faces32
 
-.PHONY: setup figures test lab colab train export-model evaluate evaluate-inverse benchmark clean
+.PHONY: setup figures test test-unit test-notebooks lab colab train export-model evaluate evaluate-inverse benchmark clean
 
 setup: $(STAMP)
 
@@ -27,9 +27,22 @@ figures: $(STAMP)
 			--ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
 	done
 
-## All tests: the helpers' unit tests, then every notebook under nbval.
+## All tests: the helpers' unit tests and every notebook under nbval, side by side (the unit tests run mostly on one
+## core, so on two cores both together take little longer than the notebooks alone); the unit tests' report is printed
+## when both are done. `make test-unit` and `make test-notebooks` run one of them.
 test: $(STAMP)
+	@log=$$(mktemp); \
+	$(PY) -m pytest -q -p no:cacheprovider tests > "$$log" 2>&1 & unit=$$!; \
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(NOTEBOOKS); notebooks=$$?; \
+	wait $$unit; units=$$?; \
+	echo "== unit tests (pytest tests)"; cat "$$log"; rm -f "$$log"; \
+	echo "== make test: notebooks exit $$notebooks, unit tests exit $$units"; \
+	[ $$notebooks -eq 0 ] && [ $$units -eq 0 ]
+
+test-unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(NOTEBOOKS)
 
 ## The student version of every notebook (solutions replaced by a stub, outputs cleared) in student/notebooks/.
