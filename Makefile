@@ -27,17 +27,9 @@ figures: $(STAMP)
 			--ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
 	done
 
-## All tests: the helpers' unit tests and every notebook under nbval, side by side (the unit tests run mostly on one
-## core, so on two cores both together take little longer than the notebooks alone); the unit tests' report is printed
-## when both are done. `make test-unit` and `make test-notebooks` run one of them.
-test: $(STAMP)
-	@log=$$(mktemp); \
-	$(PY) -m pytest -q -p no:cacheprovider tests > "$$log" 2>&1 & unit=$$!; \
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(NOTEBOOKS); notebooks=$$?; \
-	wait $$unit; units=$$?; \
-	echo "== unit tests (pytest tests)"; cat "$$log"; rm -f "$$log"; \
-	echo "== make test: notebooks exit $$notebooks, unit tests exit $$units"; \
-	[ $$notebooks -eq 0 ] && [ $$units -eq 0 ]
+## All tests: the helpers' unit tests, then every notebook under nbval (`make test-unit` and `make test-notebooks` run
+## one of them). One after the other: side by side on two cores, each process's two torch threads wait on each other.
+test: test-unit test-notebooks
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
